@@ -1,0 +1,306 @@
+"""Batch validation of signals as columns.
+
+Applies the rules of ``actors.models.Signal`` to a whole batch at once with numpy, so the
+ingest hot path never builds one pydantic object per signal. Each invalid item is reported
+with its index, field and reason; valid items go on. Nothing is clamped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from actors.errors import InvalidInput
+from actors.models import (
+    AGENT_ID_PATTERN,
+    DEFAULT_TTL_S,
+    MAX_TRACE_ID_LEN,
+    TYPE_CODE,
+    RejectedItem,
+    Signal,
+    timestamp_to_unix_s,
+)
+
+_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
+_ALLOWED_KEYS = frozenset(Signal.model_fields)
+_REQUIRED_KEYS = ("agent_id", "signal_type", "value")
+
+
+@dataclass
+class SignalColumns:
+    """A batch of signals as parallel columns. ``timestamps_s`` NaN means "time of receipt"."""
+
+    agent_ids: list[Any]
+    type_codes: np.ndarray  # int64, -1 where the type is unknown
+    values: np.ndarray
+    confidences: np.ndarray
+    ttls_s: np.ndarray
+    timestamps_s: np.ndarray
+    # Errors found while building the columns (wrong JSON types, missing keys), by index.
+    structural: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
+
+
+def _type_code(t: Any) -> int:
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        return int(t) if 0 <= int(t) < len(TYPE_CODE) else -1
+    try:
+        return TYPE_CODE.get(t, -1)
+    except TypeError:  # unhashable
+        return -1
+
+
+def _float_column(raw: list[Any], name: str, structural: dict[int, tuple[str, str]]) -> np.ndarray:
+    try:
+        return np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        out = np.empty(len(raw), dtype=np.float64)
+        for i, v in enumerate(raw):
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                out[i] = np.nan
+                structural.setdefault(i, (name, "must be a number"))
+        return out
+
+
+def _timestamp_column(raw: list[Any], structural: dict[int, tuple[str, str]]) -> np.ndarray:
+    try:
+        return np.asarray(raw, dtype=np.float64)  # None becomes NaN: "time of receipt"
+    except (TypeError, ValueError):
+        out = np.full(len(raw), np.nan)
+        for i, v in enumerate(raw):
+            try:
+                ts = timestamp_to_unix_s(v)
+            except ValueError as exc:
+                structural.setdefault(i, ("timestamp", str(exc)))
+                continue
+            if ts is not None:
+                out[i] = ts
+        return out
+
+
+def columns_from_dicts(items: Sequence[Any]) -> SignalColumns:
+    """Build columns from a list of signal dicts (JSON objects) or ``Signal`` models."""
+    structural: dict[int, tuple[str, str]] = {}
+    if items and all(isinstance(d, Signal) for d in items):
+        items = [d.model_dump(exclude_none=True) for d in items]
+    dicts: list[Mapping[str, Any]] = []
+    for i, d in enumerate(items):
+        if not isinstance(d, Mapping):
+            structural[i] = ("", "each signal must be an object")
+            dicts.append({})
+            continue
+        if not _ALLOWED_KEYS.issuperset(d.keys()):
+            extra = sorted(str(k) for k in d.keys() - _ALLOWED_KEYS)
+            structural[i] = (extra[0], "unknown field")
+        for key in _REQUIRED_KEYS:
+            if key not in d:
+                structural.setdefault(i, (key, "field required"))
+        dicts.append(d)
+    trace_ids = [d.get("trace_id") for d in dicts]
+    for i, t in enumerate(trace_ids):
+        if t is not None and (not isinstance(t, str) or len(t) > MAX_TRACE_ID_LEN):
+            structural.setdefault(
+                i, ("trace_id", f"must be a string of at most {MAX_TRACE_ID_LEN}")
+            )
+    return SignalColumns(
+        agent_ids=[d.get("agent_id") for d in dicts],
+        type_codes=np.fromiter(
+            (_type_code(d.get("signal_type")) for d in dicts), np.int64, len(dicts)
+        ),
+        values=_float_column([d.get("value") for d in dicts], "value", structural),
+        confidences=_float_column(
+            [d.get("confidence", 1.0) for d in dicts], "confidence", structural
+        ),
+        ttls_s=_float_column([d.get("ttl_s", DEFAULT_TTL_S) for d in dicts], "ttl_s", structural),
+        timestamps_s=_timestamp_column([d.get("timestamp") for d in dicts], structural),
+        structural=structural,
+    )
+
+
+def columns_from_arrays(
+    agent_ids: Sequence[Any],
+    signal_types: Sequence[Any] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+    confidences: Sequence[float] | np.ndarray | None = None,
+    ttls_s: Sequence[float] | np.ndarray | None = None,
+    timestamps_s: Sequence[float | None] | np.ndarray | None = None,
+) -> SignalColumns:
+    """Columnar input: signal types as names or integer codes; NaN timestamp = receipt."""
+    n = len(agent_ids)
+    given = [c for c in (signal_types, values, confidences, ttls_s, timestamps_s) if c is not None]
+    lengths = {len(c) for c in given}
+    if lengths != {n}:
+        raise InvalidInput(
+            "columns must all have the same length",
+            [{"field": "columns", "reason": f"lengths {sorted(lengths | {n})}"}],
+        )
+    structural: dict[int, tuple[str, str]] = {}
+    types = np.asarray(signal_types)
+    if types.dtype.kind in "iu":
+        codes = np.where((types >= 0) & (types < len(TYPE_CODE)), types, -1).astype(np.int64)
+    else:
+        codes = np.fromiter((_type_code(t) for t in types.tolist()), np.int64, n)
+
+    def col(raw: Any, default: float, name: str) -> np.ndarray:
+        if raw is None:
+            return np.full(n, default)
+        arr = raw if isinstance(raw, np.ndarray) else _float_column(list(raw), name, structural)
+        return np.asarray(arr, dtype=np.float64)
+
+    ts = (
+        np.full(n, np.nan)
+        if timestamps_s is None
+        else (
+            np.asarray(timestamps_s, dtype=np.float64)
+            if isinstance(timestamps_s, np.ndarray)
+            else _timestamp_column(list(timestamps_s), structural)
+        )
+    )
+    return SignalColumns(
+        agent_ids=list(agent_ids),
+        type_codes=codes,
+        values=col(values, np.nan, "value"),
+        confidences=col(confidences, 1.0, "confidence"),
+        ttls_s=col(ttls_s, DEFAULT_TTL_S, "ttl_s"),
+        timestamps_s=ts,
+        structural=structural,
+    )
+
+
+@dataclass
+class ValidatedBatch:
+    """The valid part of a batch (positions into the original) and the rejected items."""
+
+    index: np.ndarray
+    rejected: list[RejectedItem]
+    effective_ts_s: np.ndarray  # per original item; receipt time where none was given
+    reasons: dict[str, int]
+
+
+def valid_agent_id(agent_id: Any) -> bool:
+    return isinstance(agent_id, str) and _AGENT_ID_RE.match(agent_id) is not None
+
+
+def validate(
+    cols: SignalColumns,
+    now_s: float,
+    *,
+    max_ttl_s: float,
+    max_future_skew_s: float,
+    known_ids: Mapping[str, Any],
+) -> ValidatedBatch:
+    """Apply DESIGN §4's rules to every item at once; report the first failing field."""
+    n = len(cols)
+    v, c, ttl, ts = cols.values, cols.confidences, cols.ttls_s, cols.timestamps_s
+    with np.errstate(invalid="ignore"):
+        bad_value = ~(np.isfinite(v) & (v >= 0.0) & (v <= 1.0))
+        bad_conf = ~(np.isfinite(c) & (c >= 0.0) & (c <= 1.0))
+        bad_ttl = ~(np.isfinite(ttl) & (ttl > 0.0) & (ttl <= max_ttl_s))
+        given = ~np.isnan(ts)
+        bad_ts_range = given & ~(np.isfinite(ts) & (ts >= 0.0))
+        future = given & (ts > now_s + max_future_skew_s)
+        eff_ts = np.where(given, ts, now_s)
+        expired = ~bad_ttl & (eff_ts + ttl <= now_s)
+    bad_type = cols.type_codes < 0
+    bad = bad_value | bad_conf | bad_ttl | bad_type | bad_ts_range | future | expired
+    bad_id_idx: list[int] = []
+    for i, a in enumerate(cols.agent_ids):
+        # Known ids were validated when first seen; only new ones pay for the regex.
+        if not (isinstance(a, str) and a in known_ids) and not valid_agent_id(a):
+            bad_id_idx.append(i)
+    if bad_id_idx:
+        bad[bad_id_idx] = True
+    if cols.structural:
+        bad[list(cols.structural)] = True
+
+    rejected: list[RejectedItem] = []
+    reasons: dict[str, int] = {}
+    if bad.any():
+        bad_ids = set(bad_id_idx)
+        for i in np.flatnonzero(bad).tolist():
+            fld, why, reason = _first_failure(
+                i,
+                cols,
+                bad_ids,
+                bad_value,
+                bad_conf,
+                bad_ttl,
+                bad_type,
+                bad_ts_range,
+                future,
+                expired,
+                max_ttl_s,
+                max_future_skew_s,
+            )
+            rejected.append(RejectedItem(index=i, field=fld, error=f"{fld}: {why}" if fld else why))
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return ValidatedBatch(
+        index=np.flatnonzero(~bad) if n else np.empty(0, np.int64),
+        rejected=rejected,
+        effective_ts_s=eff_ts,
+        reasons=reasons,
+    )
+
+
+def _first_failure(
+    i: int,
+    cols: SignalColumns,
+    bad_ids: set[int],
+    bad_value: np.ndarray,
+    bad_conf: np.ndarray,
+    bad_ttl: np.ndarray,
+    bad_type: np.ndarray,
+    bad_ts_range: np.ndarray,
+    future: np.ndarray,
+    expired: np.ndarray,
+    max_ttl_s: float,
+    max_skew_s: float,
+) -> tuple[str, str, str]:
+    """(field, human reason, metric reason label) for the first rule item ``i`` breaks."""
+    if i in cols.structural:
+        fld, why = cols.structural[i]
+        return fld, why, "malformed"
+    if i in bad_ids:
+        return "agent_id", f"must match {AGENT_ID_PATTERN}", "invalid_agent_id"
+    if bad_type[i]:
+        return "signal_type", f"must be one of {', '.join(TYPE_CODE)}", "invalid_signal_type"
+    if bad_value[i]:
+        return (
+            "value",
+            f"must be a finite number in [0, 1], got {_show(cols.values[i])}",
+            "value_out_of_range",
+        )
+    if bad_conf[i]:
+        return (
+            "confidence",
+            f"must be a finite number in [0, 1], got {_show(cols.confidences[i])}",
+            "confidence_out_of_range",
+        )
+    if bad_ttl[i]:
+        return (
+            "ttl_s",
+            f"must be in (0, {max_ttl_s:g}], got {_show(cols.ttls_s[i])}",
+            "ttl_out_of_range",
+        )
+    if bad_ts_range[i]:
+        return "timestamp", "must be a finite, non-negative unix time", "invalid_timestamp"
+    if future[i]:
+        return "timestamp", f"is more than {max_skew_s:g} s in the future", "timestamp_in_future"
+    if expired[i]:
+        return "timestamp", "signal already expired (timestamp + ttl_s is in the past)", "expired"
+    return "", "invalid signal", "malformed"
+
+
+def _show(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else str(x)

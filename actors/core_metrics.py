@@ -1,0 +1,121 @@
+"""Plain counters and histograms kept by each shard and merged at scrape time.
+
+No prometheus objects live in the shards: the Serve app's custom collector pulls a
+``MetricsSnapshot`` from every shard and renders the sums, so a cluster is one target.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Bucket upper bounds, in seconds. Registration is amortised per signal (microseconds);
+# selection is per call; signal age spans seconds up to the maximum TTL.
+REGISTRATION_BUCKETS_S: tuple[float, ...] = (
+    1e-7,
+    2.5e-7,
+    5e-7,
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    1e-3,
+)
+SELECTION_BUCKETS_S: tuple[float, ...] = (
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    1e-2,
+    2.5e-2,
+    5e-2,
+    0.1,
+    0.25,
+    1.0,
+)
+SIGNAL_AGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+@dataclass
+class Histogram:
+    bounds: tuple[float, ...]
+    counts: np.ndarray = field(init=False)  # one per bound plus +Inf, not cumulative
+    total: float = 0.0
+    _edges: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+        self._edges = np.asarray(self.bounds, dtype=np.float64)
+
+    def observe(self, value: float, count: int = 1) -> None:
+        # bisect on a tuple beats numpy's per-call overhead for one value.
+        self.counts[bisect_left(self.bounds, value)] += count
+        self.total += value * count
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if len(values):
+            np.add.at(self.counts, np.searchsorted(self._edges, values, side="left"), 1)
+            self.total += float(values.sum())
+
+    def merge(self, other: Histogram) -> None:
+        self.counts += other.counts
+        self.total += other.total
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """Prometheus-style (le, cumulative count) pairs ending in +Inf."""
+        les = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        return list(zip(les, np.cumsum(self.counts).tolist(), strict=True))
+
+
+@dataclass
+class MetricsSnapshot:
+    """Everything one shard counts; summed across shards by ``merge``."""
+
+    signals_total: dict[str, int] = field(default_factory=dict)
+    rejected_total: dict[str, int] = field(default_factory=dict)
+    selections_total: dict[str, int] = field(default_factory=dict)
+    predictions_total: dict[str, int] = field(default_factory=dict)
+    registration_s: dict[str, Histogram] = field(default_factory=dict)
+    selection_s: dict[str, Histogram] = field(default_factory=dict)
+    signal_age_s: Histogram = field(default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S))
+    agents: int = 0
+    live_signals: int = 0
+
+    def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
+        table[key] = table.get(key, 0) + n
+
+    def registration(self, signal_type: str) -> Histogram:
+        return self.registration_s.setdefault(signal_type, Histogram(REGISTRATION_BUCKETS_S))
+
+    def selection(self, strategy: str) -> Histogram:
+        return self.selection_s.setdefault(strategy, Histogram(SELECTION_BUCKETS_S))
+
+    def merge(self, other: MetricsSnapshot) -> None:
+        for mine, theirs in (
+            (self.signals_total, other.signals_total),
+            (self.rejected_total, other.rejected_total),
+            (self.selections_total, other.selections_total),
+            (self.predictions_total, other.predictions_total),
+        ):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        for k, h in other.registration_s.items():
+            self.registration(k).merge(h)
+        for k, h in other.selection_s.items():
+            self.selection(k).merge(h)
+        self.signal_age_s.merge(other.signal_age_s)
+        self.agents += other.agents
+        self.live_signals += other.live_signals

@@ -1,0 +1,72 @@
+"""One error family for the whole service.
+
+Errors cross actor boundaries (a shard raises, the router or the Serve replica
+re-raises), so every error must survive pickling with its structured fields intact.
+The HTTP edge maps ``http_status`` to a response in exactly one handler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RippleError(Exception):
+    """Base error: a machine-readable ``code``, a message and per-field details."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: list[dict[str, Any]] = list(details or [])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's default reduce only replays ``args``, which would drop details.
+        return (type(self), (self.message, self.details))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+    def __str__(self) -> str:
+        if not self.details:
+            return self.message
+        parts = "; ".join(f"{d.get('field', '?')}: {d.get('reason', '')}" for d in self.details)
+        return f"{self.message} ({parts})"
+
+
+class InvalidInput(RippleError):
+    """A request or signal failed validation; details carry the field path and reason."""
+
+    code = "invalid_input"
+    http_status = 422
+
+
+class NotFound(RippleError):
+    code = "not_found"
+    http_status = 404
+
+
+class PayloadTooLarge(RippleError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class Unavailable(RippleError):
+    """The service (or every shard needed for an answer) cannot answer right now."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class NotDeployed(Unavailable):
+    code = "not_deployed"
+
+
+class DeadlineExceeded(Unavailable):
+    code = "deadline_exceeded"
+    http_status = 504
+
+
+def field_error(field: str, reason: str) -> dict[str, Any]:
+    return {"field": field, "reason": reason}

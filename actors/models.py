@@ -1,0 +1,260 @@
+"""Pydantic models for everything that crosses an edge (HTTP, the Ray client, the core API).
+
+The hot ingest path does not build one model per signal: ``actors.columns`` applies the
+same rules to whole columns with numpy. ``tests/unit/test_columns.py`` checks that the two
+agree. Timestamps: unix seconds, or an RFC 3339 string / ``datetime`` *with* a zone. A naive
+datetime is rejected, because guessing its zone silently shifts data by hours.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
+MAX_TTL_S = 3600.0
+DEFAULT_TTL_S = 60.0
+MAX_FUTURE_SKEW_S = 5.0
+MAX_TRACE_ID_LEN = 128
+MAX_SIGNALS_PER_BATCH = 10_000
+MAX_CANDIDATES = 10_000
+MAX_K = 1_000
+
+
+class SignalType(str, Enum):
+    LOAD = "LOAD"
+    CAPACITY = "CAPACITY"
+    QUALITY = "QUALITY"
+    COST = "COST"
+    AVAILABILITY = "AVAILABILITY"
+    # Last on purpose: its default weight is 0, so the all-agents scan can stop one row early.
+    LATENCY = "LATENCY"
+
+
+# Column order of every per-dimension array in the core. Never reorder: snapshots depend on it.
+SIGNAL_TYPES: tuple[SignalType, ...] = tuple(SignalType)
+DIMENSIONS: tuple[str, ...] = tuple(t.value.lower() for t in SIGNAL_TYPES)
+NUM_DIMENSIONS = len(SIGNAL_TYPES)
+TYPE_CODE: dict[str, int] = {t.value: i for i, t in enumerate(SIGNAL_TYPES)}
+LOAD_CODE = TYPE_CODE["LOAD"]
+# LOAD, COST and LATENCY are "lower is better": their score is 1 - value.
+INVERTED = np.array([t in ("LOAD", "COST", "LATENCY") for t in TYPE_CODE], dtype=bool)
+
+AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+def timestamp_to_unix_s(value: Any) -> float | None:
+    """Normalise an accepted timestamp form to unix seconds; raise ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be unix seconds or RFC 3339, not a boolean")
+    if isinstance(value, (int, float)):
+        ts = float(value)
+    elif isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamp datetime must carry a time zone")
+        ts = value.timestamp()
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError("timestamp must be unix seconds or RFC 3339 with a zone") from exc
+        if parsed.tzinfo is None:
+            raise ValueError("timestamp must carry a time zone (e.g. 'Z' or '+00:00')")
+        ts = parsed.timestamp()
+    else:
+        raise ValueError("timestamp must be unix seconds or RFC 3339 with a zone")
+    if not math.isfinite(ts) or ts < 0:
+        raise ValueError("timestamp must be a finite, non-negative unix time")
+    return ts
+
+
+class Signal(BaseModel):
+    """One signal an agent reports about itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_id: AgentId
+    signal_type: SignalType
+    value: UnitFloat
+    confidence: UnitFloat = 1.0
+    ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False)
+    timestamp: float | None = Field(
+        None, description="unix seconds; RFC 3339 with a zone is accepted and converted"
+    )
+    trace_id: str | None = Field(None, max_length=MAX_TRACE_ID_LEN)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> float | None:
+        return timestamp_to_unix_s(value)
+
+
+class SignalBody(BaseModel):
+    """A single signal posted to ``/v1/agents/{agent_id}/signals`` (the id is in the path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal_type: SignalType
+    value: UnitFloat
+    confidence: UnitFloat = 1.0
+    ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False)
+    timestamp: float | None = None
+    trace_id: str | None = Field(None, max_length=MAX_TRACE_ID_LEN)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> float | None:
+        return timestamp_to_unix_s(value)
+
+
+class Weights(BaseModel):
+    """Per-request weights. Named dimensions replace the defaults; unnamed ones weigh 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    load: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    capacity: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    quality: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    cost: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    latency: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    availability: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> Weights:
+        if sum(self.as_tuple()) <= 0.0:
+            raise ValueError("at least one weight must be positive")
+        return self
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return tuple(float(getattr(self, d) or 0.0) for d in DIMENSIONS)
+
+    def vector(self) -> np.ndarray:
+        """Weights in column order, normalised to sum to 1."""
+        w = np.array(self.as_tuple(), dtype=np.float64)
+        return w / w.sum()
+
+
+DEFAULT_WEIGHTS = Weights(
+    load=0.25, capacity=0.25, quality=0.20, cost=0.15, latency=0.0, availability=0.15
+)
+
+Strategy = Literal["best", "p2c", "weighted"]
+
+
+class SelectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: list[AgentId] | None = Field(None, max_length=MAX_CANDIDATES)
+    k: int = Field(1, ge=1, le=MAX_K)
+    weights: Weights | None = None
+    strategy: Strategy = "best"
+    exclude: list[AgentId] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    require_signals: bool = False
+    min_score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    reserve: bool = False
+    p2c_choices: int = Field(2, ge=2, le=16, description="d in power-of-d-choices")
+    weighted_pool: int = Field(
+        16, ge=1, le=MAX_K, description="size of the top pool the weighted strategy samples from"
+    )
+
+
+class ScoresRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent_ids: list[AgentId] = Field(..., min_length=1, max_length=MAX_CANDIDATES)
+    weights: Weights | None = None
+
+
+class AgentScore(BaseModel):
+    score: float
+    scores: dict[str, float]
+    known: bool
+
+
+class SelectedAgent(AgentScore):
+    agent_id: str
+    reserved: bool = False
+
+
+class SelectResult(BaseModel):
+    selected: list[SelectedAgent]
+    considered: int
+    shards_answered: int = 1
+    shards_total: int = 1
+    degraded: bool = False
+    strategy: Strategy = "best"
+
+
+class ScoresResult(BaseModel):
+    scores: dict[str, AgentScore]
+    shards_answered: int = 1
+    shards_total: int = 1
+    degraded: bool = False
+
+
+class RejectedItem(BaseModel):
+    index: int
+    error: str
+    field: str | None = None
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: list[RejectedItem] = Field(default_factory=list)
+
+
+class LiveSignal(BaseModel):
+    value: float
+    confidence: float
+    timestamp: float
+    age_s: float
+    expires_in_s: float
+    weight: float
+
+
+class AgentView(BaseModel):
+    agent_id: str
+    signals: dict[str, LiveSignal]
+    scores: dict[str, float]
+    score: float
+    history_length: int
+    reserved_load: float = 0.0
+
+
+class OverloadPrediction(BaseModel):
+    agent_id: str
+    status: Literal["ok", "insufficient_data"]
+    will_overload: bool | None
+    probability: float | None = Field(None, description="P(load > threshold at now+horizon)")
+    predicted_load: float | None = Field(None, description="fit at now+horizon, bounded to [0,1]")
+    current_load: float | None
+    slope_per_s: float | None
+    samples: int
+    span_s: float
+    horizon_s: float
+    threshold: float
+    reason: str | None = None
+
+
+class PredictParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    horizon_s: float = Field(60.0, gt=0.0, le=3600.0, allow_inf_nan=False)
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False)
+    min_probability: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False)

@@ -1,0 +1,184 @@
+"""Top-k with random tie-breaking, and the merge of per-shard partial answers.
+
+Every candidate carries a uniform random key ``u``; order is (score desc, u desc). Because
+the keys are i.i.d. across all agents, ties break uniformly at random, and merging
+per-shard top-k lists by the same key gives exactly what one shard holding every agent
+would give. A single shard answers through the same ``merge_partials`` as the router, so
+the two paths cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actors.models import DIMENSIONS, SelectedAgent, SelectRequest, SelectResult
+
+
+@dataclass
+class Partial:
+    """One shard's contribution to a selection: candidates in the shard's preferred order."""
+
+    agent_ids: list[str]
+    scores: np.ndarray  # routing score per candidate
+    keys: np.ndarray  # uniform random tie-break keys
+    dims: np.ndarray  # (len, 6) per-dimension effective scores
+    known: np.ndarray  # bool
+    considered: int  # candidates scored after exclude / require_signals
+    eligible: int  # candidates also passing min_score (the population p2c samples from)
+    max_signal_age_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @classmethod
+    def empty(cls) -> Partial:
+        return cls(
+            [], np.empty(0), np.empty(0), np.empty((0, len(DIMENSIONS))), np.empty(0, bool), 0, 0
+        )
+
+
+def top_order(
+    scores: np.ndarray, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the top ``k`` by (score, random key), best first, and their keys.
+
+    Only the candidates tied with or above the k-th score draw keys, so a top-10 of a
+    million agents costs one partition, not a million random numbers.
+    """
+    n = len(scores)
+    if n == 0 or k <= 0:
+        return np.empty(0, np.int64), np.empty(0)
+    if k == 1:  # the common "give me the best agent": one pass, no sort
+        best = np.flatnonzero(scores == scores.max())
+        pick = best[rng.integers(len(best))] if len(best) > 1 else best[0]
+        # The winner's key is the max of len(best) uniforms, as the general path would draw.
+        return np.array([pick]), np.array([rng.random() ** (1.0 / len(best))])
+    if k < n:
+        kth = np.partition(scores, n - k)[n - k]
+        pool = np.flatnonzero(scores >= kth)
+    else:
+        pool = np.arange(n)
+    keys = rng.random(len(pool))
+    order = np.lexsort((-keys, -scores[pool]))[:k]
+    return pool[order], keys[order]
+
+
+def merge_order(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    return np.lexsort((-keys, -scores))
+
+
+def concat(parts: list[Partial]) -> Partial:
+    if len(parts) == 1:
+        return parts[0]
+    return Partial(
+        agent_ids=[a for p in parts for a in p.agent_ids],
+        scores=np.concatenate([p.scores for p in parts]),
+        keys=np.concatenate([p.keys for p in parts]),
+        dims=np.concatenate([p.dims for p in parts]).reshape(-1, len(DIMENSIONS)),
+        known=np.concatenate([p.known for p in parts]),
+        considered=sum(p.considered for p in parts),
+        eligible=sum(p.eligible for p in parts),
+        max_signal_age_s=np.concatenate([p.max_signal_age_s for p in parts]),
+    )
+
+
+def _interleave_samples(
+    parts: list[Partial], total: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """Merge per-shard uniform samples (without replacement) into one uniform sample.
+
+    Each shard sent ``min(eligible, total)`` items in random order. Drawing the next item
+    from shard ``s`` with probability remaining_s / remaining_all is exactly sequential
+    sampling without replacement from the union.
+    """
+    remaining = np.array([p.eligible for p in parts], dtype=np.float64)
+    taken = [0] * len(parts)
+    out: list[tuple[int, int]] = []
+    while len(out) < total and remaining.sum() > 0:
+        s = int(rng.choice(len(parts), p=remaining / remaining.sum()))
+        out.append((s, taken[s]))
+        taken[s] += 1
+        remaining[s] -= 1
+    return out
+
+
+def merge_partials(
+    parts: list[Partial],
+    request: SelectRequest,
+    rng: np.random.Generator,
+    *,
+    shards_answered: int = 1,
+    shards_total: int = 1,
+) -> tuple[SelectResult, Partial]:
+    """Turn shard partials into the final answer (also used by a lone shard)."""
+    k = request.k
+    merged = concat(parts)
+    if request.strategy == "p2c":
+        d = request.p2c_choices
+        offsets = np.cumsum([0] + [len(p.agent_ids) for p in parts])
+        picks = np.array(
+            [offsets[s] + i for s, i in _interleave_samples(parts, k * d, rng)], dtype=np.int64
+        )
+        winners = []
+        for g in range(0, len(picks), d):
+            group = picks[g : g + d]
+            sc = merged.scores[group]
+            winners.append(int(rng.choice(group[sc == sc.max()])))
+        idx = np.array(winners, dtype=np.int64)
+        idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
+    else:
+        # A lone partial is already in (score, key) order; only a real merge needs a sort.
+        order = (
+            merge_order(merged.scores, merged.keys)
+            if len(parts) > 1
+            else np.arange(len(merged.scores))
+        )
+        if request.strategy == "best":
+            idx = order[:k]
+        else:  # weighted: sample k from the global top pool, proportional to score
+            pool = order[: max(k, request.weighted_pool)]
+            w = merged.scores[pool]
+            p = w / w.sum() if w.sum() > 0 else None
+            idx = pool[rng.choice(len(pool), size=min(k, len(pool)), replace=False, p=p)]
+            idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
+    selected = [
+        SelectedAgent.model_construct(
+            agent_id=merged.agent_ids[i],
+            score=float(merged.scores[i]),
+            scores=dict(zip(DIMENSIONS, merged.dims[i].tolist(), strict=True)),
+            known=bool(merged.known[i]),
+            reserved=False,
+        )
+        for i in idx.tolist()
+    ]
+    result = SelectResult.model_construct(
+        selected=selected,
+        considered=sum(p.considered for p in parts),
+        shards_answered=shards_answered,
+        shards_total=shards_total,
+        degraded=shards_answered < shards_total,
+        strategy=request.strategy,
+    )
+    ages = (
+        merged.max_signal_age_s[idx]
+        if len(merged.max_signal_age_s) == len(merged.agent_ids)
+        else np.empty(0)
+    )
+    return result, Partial(
+        [merged.agent_ids[i] for i in idx.tolist()],
+        merged.scores[idx],
+        merged.keys[idx],
+        merged.dims[idx],
+        merged.known[idx],
+        0,
+        0,
+        ages,
+    )
+
+
+def shard_fetch_size(request: SelectRequest) -> int:
+    """How many candidates a shard must return for the merge to be exact."""
+    if request.strategy == "p2c":
+        return request.k * request.p2c_choices
+    if request.strategy == "weighted":
+        return max(request.k, request.weighted_pool)
+    return request.k

@@ -1,0 +1,162 @@
+"""Shared pieces of every benchmark: timing, one JSON result format, a Markdown table.
+
+Every figure is reported beside a ceiling (or floor) measured in the same run, because
+this machine is shared and noisy: a ratio to the same-run ceiling is what carries over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    ceiling: float | None = None  # same-run ceiling (throughput) or floor (latency)
+    target: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ceiling in (None, 0):
+            return None
+        return self.value / self.ceiling
+
+
+@dataclass
+class Report:
+    benchmark: str
+    params: dict[str, Any]
+    figures: list[Figure] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    def add(self, *args: Any, **kwargs: Any) -> Figure:
+        fig = Figure(*args, **kwargs)
+        self.figures.append(fig)
+        print(
+            f"  {fig.name}: {_fmt(fig.value)} {fig.unit}"
+            + (f" (ceiling {_fmt(fig.ceiling)})" if fig.ceiling is not None else ""),
+            flush=True,
+        )
+        return fig
+
+    def markdown(self) -> str:
+        lines = [
+            f"### {self.benchmark}",
+            "",
+            "| figure | value | unit | same-run ceiling / floor | ratio | target |",
+            "| --- | ---: | --- | ---: | ---: | --- |",
+        ]
+        for f in self.figures:
+            ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
+            ceiling = _fmt(f.ceiling) if f.ceiling is not None else ""
+            target = f.target or ""
+            lines.append(
+                f"| {f.name} | {_fmt(f.value)} | {f.unit} | {ceiling} | {ratio} | {target} |"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "machine": machine_info(),
+            "params": self.params,
+            "started_at": self.started_at,
+            "duration_s": time.time() - self.started_at,
+            "figures": [asdict(f) | {"ratio": f.ratio} for f in self.figures],
+        }
+
+    def finish(self, json_path: str | None) -> None:
+        print()
+        print(self.markdown())
+        if json_path:
+            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+            with open(json_path, "w") as fh:
+                json.dump(self.to_json(), fh, indent=2, default=float)
+            print(f"\nwrote {json_path}")
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return ""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "numpy": np.__version__,
+    }
+    try:
+        import ray
+
+        info["ray"] = ray.__version__
+    except (
+        ImportError
+    ):  # pragma: no cover - ray is a dependency, but keep the core bench standalone
+        pass
+    return info
+
+
+def percentiles_ms(samples_s: list[float] | np.ndarray) -> dict[str, float]:
+    arr = np.asarray(samples_s, dtype=np.float64) * 1e3
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "n": len(arr)}
+
+
+def time_calls(fn: Callable[[], Any], *, count: int, max_s: float, warmup: int = 3) -> list[float]:
+    """Latency of up to ``count`` calls, stopping after ``max_s`` seconds (bounded loops)."""
+    for _ in range(warmup):
+        fn()
+    out: list[float] = []
+    deadline = time.perf_counter() + max_s
+    while len(out) < count and time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def throughput(fn: Callable[[int], int], *, max_batches: int, max_s: float) -> float:
+    """Items per second of ``fn(i) -> items`` over up to ``max_batches`` calls or ``max_s``."""
+    done = 0
+    t0 = time.perf_counter()
+    deadline = t0 + max_s
+    i = 0
+    while i < max_batches and time.perf_counter() < deadline:
+        done += fn(i)
+        i += 1
+    return done / (time.perf_counter() - t0)
+
+
+@contextmanager
+def section(title: str) -> Iterator[None]:
+    print(f"- {title}", flush=True)
+    t0 = time.perf_counter()
+    yield
+    print(f"  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--smoke", action="store_true", help="a few-second run (what CI runs)")
+    p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    return p

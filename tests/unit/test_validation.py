@@ -1,0 +1,194 @@
+"""DESIGN §4 signal rules, for the pydantic model and the columnar fast path alike."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from actors.columns import columns_from_arrays, columns_from_dicts, validate
+from actors.errors import InvalidInput, NotFound, RippleError
+from actors.models import SelectRequest, Signal, Weights
+from actors.shard_state import ShardState
+
+from .helpers import sig
+
+NOW = 1_700_000_000.0
+
+
+def check(items: list[dict]) -> list[int]:
+    """Indices the columnar validator accepts."""
+    vb = validate(columns_from_dicts(items), NOW, max_ttl_s=3600, max_future_skew_s=5, known_ids={})
+    return vb.index.tolist()
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.01, 1.01, 7])
+def test_bad_values_are_rejected_never_clamped(value: float) -> None:
+    with pytest.raises(ValidationError):
+        Signal(agent_id="a", signal_type="LOAD", value=value)
+    assert check([sig("a", "LOAD", value)]) == []
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("confidence", 1.5),
+        ("confidence", math.nan),
+        ("ttl_s", 0),
+        ("ttl_s", 3601),
+        ("ttl_s", math.inf),
+    ],
+)
+def test_confidence_and_ttl_bounds(field: str, value: float) -> None:
+    with pytest.raises(ValidationError):
+        Signal(agent_id="a", signal_type="LOAD", value=0.5, **{field: value})
+    assert check([sig("a", "LOAD", 0.5, **{field: value})]) == []
+
+
+@pytest.mark.parametrize("agent_id", ["", "a" * 129, "has space", "semi;colon", "ünïcode"])
+def test_agent_id_pattern(agent_id: str) -> None:
+    with pytest.raises(ValidationError):
+        Signal(agent_id=agent_id, signal_type="LOAD", value=0.5)
+    assert check([sig(agent_id, "LOAD", 0.5)]) == []
+
+
+def test_edge_values_and_id_characters_are_accepted() -> None:
+    ok = [
+        sig("A-z_0.9:x@y/z", "LOAD", 0.0),
+        sig("b" * 128, "COST", 1.0, confidence=0.0, ttl_s=3600),
+    ]
+    for item in ok:
+        Signal(**item)
+    assert check(ok) == [0, 1]
+
+
+def test_unknown_signal_type_and_unknown_field() -> None:
+    assert check([sig("a", "VIBES", 0.5), {**sig("a", "LOAD", 0.5), "colour": "red"}]) == []
+
+
+def test_timestamps_rfc3339_with_zone_accepted_naive_rejected() -> None:
+    s = Signal(agent_id="a", signal_type="LOAD", value=0.5, timestamp="2026-11-26T12:00:00Z")
+    assert s.timestamp == datetime(2026, 11, 26, 12, tzinfo=timezone.utc).timestamp()
+    with pytest.raises(ValidationError, match="zone"):
+        Signal(agent_id="a", signal_type="LOAD", value=0.5, timestamp="2026-11-26T12:00:00")
+    with pytest.raises(ValidationError, match="zone"):
+        Signal(agent_id="a", signal_type="LOAD", value=0.5, timestamp=datetime(2026, 11, 26, 12))
+    iso = datetime.fromtimestamp(NOW - 1, timezone.utc).isoformat()
+    assert check(
+        [sig("a", "LOAD", 0.5, timestamp=iso), sig("a", "LOAD", 0.5, timestamp="2026-11-26")]
+    ) == [0]
+
+
+def test_future_and_expired_timestamps_rejected() -> None:
+    items = [
+        sig("a", "LOAD", 0.5, timestamp=NOW + 4.9),
+        sig("a", "LOAD", 0.5, timestamp=NOW + 5.1),
+        sig("a", "LOAD", 0.5, timestamp=NOW - 61, ttl_s=60),
+        sig("a", "LOAD", 0.5, timestamp=NOW - 59, ttl_s=60),
+    ]
+    assert check(items) == [0, 3]
+
+
+def test_partial_batch_applies_valid_items_and_reports_each_invalid_one(clock) -> None:
+    state = ShardState(clock=clock)
+    items = [
+        sig("ok-1", "LOAD", 0.2),
+        sig("bad", "LOAD", 2.0),
+        "not an object",
+        {"agent_id": "x", "value": 0.1},
+        sig("ok-2", "QUALITY", 0.9, trace_id="t-1"),
+        sig("bad id!", "LOAD", 0.5),
+    ]
+    result = state.ingest_dicts(items)
+    assert result.accepted == 2
+    assert {r.index: r.field for r in result.rejected} == {
+        1: "value",
+        2: "",
+        3: "signal_type",
+        5: "agent_id",
+    }
+    assert "2.0" in result.rejected[0].error
+    assert set(state.agent_ids()) == {"ok-1", "ok-2"}
+    assert state.metrics.rejected_total == {
+        "value_out_of_range": 1,
+        "malformed": 2,
+        "invalid_agent_id": 1,
+    }
+
+
+def test_columnar_input_with_codes_and_names(clock) -> None:
+    state = ShardState(clock=clock)
+    r = state.ingest_arrays(["a", "b", "c"], np.array([0, 3, 9]), np.array([0.1, 0.2, 0.3]))
+    assert r.accepted == 2 and r.rejected[0].index == 2 and r.rejected[0].field == "signal_type"
+    r = state.ingest_arrays(
+        ["a"], ["QUALITY"], [0.7], confidences=[0.5], ttls_s=[10], timestamps_s=[None]
+    )
+    assert r.accepted == 1
+    with pytest.raises(InvalidInput):
+        columns_from_arrays(["a", "b"], ["LOAD"], [0.1, 0.2])
+
+
+def test_weights_rules() -> None:
+    w = Weights(quality=3, load=1)
+    assert w.vector().tolist() == [0.25, 0, 0.75, 0, 0, 0]
+    for bad in ({"load": -1}, {"load": 0, "cost": 0}, {}, {"speed": 1}, {"load": math.inf}):
+        with pytest.raises(ValidationError):
+            Weights(**bad)
+
+
+def test_select_request_limits() -> None:
+    with pytest.raises(ValidationError):
+        SelectRequest(k=0)
+    with pytest.raises(ValidationError):
+        SelectRequest(k=1001)
+    with pytest.raises(ValidationError):
+        SelectRequest(candidates=["ok", "not ok"])
+    with pytest.raises(ValidationError):
+        SelectRequest(strategy="random")
+
+
+def test_errors_survive_pickling_with_their_fields() -> None:
+    err = InvalidInput("bad batch", [{"field": "signals.3.value", "reason": "out of range"}])
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, InvalidInput) and isinstance(back, RippleError)
+    assert back.details == err.details and back.code == "invalid_input" and back.http_status == 422
+    assert "signals.3.value" in str(back)
+    assert pickle.loads(pickle.dumps(NotFound("gone"))).http_status == 404
+
+
+finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 2))
+item_strategy = st.fixed_dictionaries(
+    {
+        "agent_id": st.one_of(
+            st.from_regex(r"[A-Za-z0-9._:@/-]{1,130}", fullmatch=True), st.text(max_size=5)
+        ),
+        "signal_type": st.sampled_from(["LOAD", "CAPACITY", "LATENCY", "load", "NOPE"]),
+        "value": finite_or_not,
+    },
+    optional={
+        "confidence": finite_or_not,
+        "ttl_s": st.one_of(st.floats(-1, 4000), st.just(math.nan)),
+        "timestamp": st.floats(NOW - 4000, NOW + 10),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(item_strategy, min_size=1, max_size=20))
+def test_columnar_validator_agrees_with_the_pydantic_model(items: list[dict]) -> None:
+    expected = []
+    for i, item in enumerate(items):
+        try:
+            s = Signal(**item)
+        except ValidationError:
+            continue
+        ts = NOW if s.timestamp is None else s.timestamp
+        if ts <= NOW + 5 and ts + s.ttl_s > NOW:  # the time rules need the receipt clock
+            expected.append(i)
+    assert check(items) == expected
