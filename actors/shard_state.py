@@ -596,7 +596,7 @@ class ShardState:
         """Drop expired signals, then agents with nothing live and no recent history."""
         now = self._clock()
         n = self._n
-        expired = (self._exp[:, :n] <= now) & (self._k[:, :n] != 0.0)
+        expired = (self._exp[:, :n] <= now) & (self._exp[:, :n] > 0.0)
         expired_count = int(expired.sum())
         self._exp[:, :n][expired] = 0.0
         self._k[:, :n][expired] = 0.0
