@@ -47,6 +47,20 @@ class SignalColumns:
     def __len__(self) -> int:
         return len(self.agent_ids)
 
+    def take(self, positions: np.ndarray) -> SignalColumns:
+        """The sub-batch at ``positions`` (re-indexed from 0), e.g. one shard's share."""
+        pos = positions.tolist()
+        where = {p: i for i, p in enumerate(pos)} if self.structural else {}
+        return SignalColumns(
+            agent_ids=[self.agent_ids[p] for p in pos],
+            type_codes=self.type_codes[positions],
+            values=self.values[positions],
+            confidences=self.confidences[positions],
+            ttls_s=self.ttls_s[positions],
+            timestamps_s=self.timestamps_s[positions],
+            structural={where[p]: e for p, e in self.structural.items() if p in where},
+        )
+
 
 def _type_code(t: Any) -> int:
     if isinstance(t, (int, np.integer)) and not isinstance(t, bool):

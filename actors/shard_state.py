@@ -65,7 +65,7 @@ class ShardState:
         "htype": (("H",), np.int8, -1),
         "hpos": ((), np.int32, 0),
         "hlen": ((), np.int32, 0),
-        "res_amt": ((), np.float32, 0.0),
+        "res_amt": ((), np.float64, 0.0),
         "res_exp": ((), np.float64, 0.0),
         "last_seen": ((), np.float64, 0.0),
     }

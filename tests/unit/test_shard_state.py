@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 
 import numpy as np
 import pytest
@@ -136,7 +137,7 @@ def test_decay_is_continuous_and_monotone_from_1_to_0_at_ttl(state, clock) -> No
     assert seen[0] == pytest.approx(1.0)
     assert seen[5] == pytest.approx(0.75)
     assert seen[10] == pytest.approx(0.5)
-    assert all(x >= y for x, y in zip(seen, seen[1:], strict=False))
+    assert all(x >= y for x, y in itertools.pairwise(seen))
 
 
 def test_stale_or_uncertain_load_means_unknown_not_idle(state, clock) -> None:

@@ -1,0 +1,153 @@
+"""The one place that talks to Ray: per-shard calls, fan-out, deadlines, shard failures.
+
+The router actor and the Python client both use ``Fanout``; unit tests drive it with a
+fake ``Transport`` (see ``tests/unit/test_fanout.py``), so the degraded-answer logic is
+tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from actors.errors import DeadlineExceeded, RippleError, Unavailable
+
+
+class Transport(Protocol):
+    """How a call reaches shard ``i``; Ray's version is ``RayTransport``."""
+
+    num_shards: int
+
+    def submit(self, shard: int, method: str, args: tuple[Any, ...]) -> Any: ...
+
+    def wait(self, refs: list[Any], timeout_s: float) -> tuple[list[Any], list[Any]]: ...
+
+    def get(self, ref: Any) -> Any: ...
+
+    def awaitable(self, ref: Any) -> Awaitable[Any]: ...
+
+
+@dataclass
+class Gathered:
+    """Answers by shard, and why the others did not answer."""
+
+    results: dict[int, Any] = field(default_factory=dict)
+    failures: dict[int, str] = field(default_factory=dict)
+    asked: int = 0
+
+    @property
+    def answered(self) -> int:
+        return len(self.results)
+
+    @property
+    def degraded(self) -> bool:
+        return self.answered < self.asked
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """A RippleError raised inside a shard comes back wrapped; hand back the original."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, RippleError):
+        return cause
+    return exc
+
+
+class Fanout:
+    def __init__(self, transport: Transport, deadline_s: float) -> None:
+        self.transport = transport
+        self.deadline_s = deadline_s
+
+    @property
+    def num_shards(self) -> int:
+        return self.transport.num_shards
+
+    def _classify(self, exc: BaseException, out: Gathered, shard: int) -> None:
+        real = unwrap(exc)
+        if isinstance(real, RippleError) and not isinstance(real, Unavailable):
+            raise real  # the request itself is wrong: every shard would say the same
+        out.failures[shard] = f"{type(real).__name__}: {real}"
+
+    async def gather(self, calls: dict[int, tuple[str, tuple[Any, ...]]]) -> Gathered:
+        """Call each shard in parallel; whatever misses the deadline counts as failed."""
+        out = Gathered(asked=len(calls))
+        if not calls:
+            return out
+        tasks = {
+            asyncio.ensure_future(self.transport.awaitable(self.transport.submit(s, m, a))): s
+            for s, (m, a) in calls.items()
+        }
+        done, pending = await asyncio.wait(tasks, timeout=self.deadline_s)
+        for task in pending:
+            task.cancel()
+            out.failures[tasks[task]] = f"no answer within {self.deadline_s:g} s"
+        for task in done:
+            exc = task.exception()
+            if exc is None:
+                out.results[tasks[task]] = task.result()
+            else:
+                self._classify(exc, out, tasks[task])
+        return out
+
+    def gather_sync(self, calls: dict[int, tuple[str, tuple[Any, ...]]]) -> Gathered:
+        out = Gathered(asked=len(calls))
+        refs = {s: self.transport.submit(s, m, a) for s, (m, a) in calls.items()}
+        by_ref = {id(r): s for s, r in refs.items()}
+        ready, pending = self.transport.wait(list(refs.values()), self.deadline_s)
+        for ref in pending:
+            out.failures[by_ref[id(ref)]] = f"no answer within {self.deadline_s:g} s"
+        for ref in ready:
+            try:
+                out.results[by_ref[id(ref)]] = self.transport.get(ref)
+            except Exception as exc:
+                self._classify(exc, out, by_ref[id(ref)])
+        return out
+
+    @staticmethod
+    def one(gathered: Gathered, shard: int) -> Any:
+        """The single answer of a call that needed exactly one shard, or a typed error."""
+        if shard in gathered.results:
+            return gathered.results[shard]
+        reason = gathered.failures.get(shard, "no answer")
+        err = DeadlineExceeded if "no answer within" in reason else Unavailable
+        raise err(f"shard {shard} is unavailable", [{"field": "shard", "reason": reason}])
+
+    def all_ok(self, gathered: Gathered) -> None:
+        """Raise when no shard answered at all; partial answers are the caller's to mark."""
+        if gathered.asked and not gathered.answered:
+            raise Unavailable(
+                "no shard answered",
+                [
+                    {"field": f"shard {s}", "reason": r}
+                    for s, r in sorted(gathered.failures.items())
+                ],
+            )
+
+
+class RayTransport:
+    """Calls named shard actors. Handles are resolved once and cached (the shard map)."""
+
+    def __init__(self, handles: Sequence[Any]) -> None:
+        self.handles = list(handles)
+        self.num_shards = len(self.handles)
+
+    def submit(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
+        return getattr(self.handles[shard], method).remote(*args)
+
+    def wait(self, refs: list[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
+        import ray
+
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        return ready, pending
+
+    def get(self, ref: Any) -> Any:
+        import ray
+
+        return ray.get(ref)
+
+    async def _await(self, ref: Any) -> Any:
+        return await ref
+
+    def awaitable(self, ref: Any) -> Awaitable[Any]:
+        return self._await(ref)

@@ -1,0 +1,187 @@
+"""The router: fans selections out to the shards and merges their top candidates.
+
+``RouterCore`` holds all the logic and talks to shards only through ``Fanout``, so unit
+tests run it over fake shards. ``RouterActor`` is the thin Ray actor around it. Ingest
+does not pass through here: clients send signals straight to the owning shards.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from actors.config import ServiceConfig
+from actors.core_metrics import MetricsSnapshot
+from actors.models import (
+    AgentView,
+    OverloadPrediction,
+    PredictParams,
+    ScoresRequest,
+    ScoresResult,
+    SelectRequest,
+    SelectResult,
+)
+from actors.partition import partition, shard_of
+from actors.ray_adapter import Fanout, Gathered
+from actors.selection import Partial, merge_partials
+
+
+class RouterCore:
+    def __init__(self, fanout: Fanout, config: ServiceConfig, seed: int | None = None) -> None:
+        self.fanout = fanout
+        self.config = config
+        self.rng = np.random.default_rng(seed)
+        self.metrics = MetricsSnapshot()
+        self.degraded_total = 0
+
+    @property
+    def num_shards(self) -> int:
+        return self.fanout.num_shards
+
+    def _owner(self, agent_id: str) -> int:
+        return shard_of(agent_id, self.num_shards)
+
+    def _select_calls(self, req: SelectRequest) -> dict[int, tuple[str, tuple[Any, ...]]]:
+        if req.candidates is None:
+            return {s: ("partial_select", (req,)) for s in range(self.num_shards)}
+        cands = req.candidates
+        calls = {}
+        for s, pos in enumerate(partition(cands, self.num_shards)):
+            if len(pos):
+                sub = req.model_copy(update={"candidates": [cands[i] for i in pos.tolist()]})
+                calls[s] = ("partial_select", (sub,))
+        return calls
+
+    async def select(self, req: SelectRequest) -> SelectResult:
+        t0 = time.perf_counter()
+        calls = self._select_calls(req)
+        got = await self.fanout.gather(calls)
+        self.fanout.all_ok(got)
+        parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
+        result, chosen = merge_partials(
+            parts, req, self.rng, shards_answered=got.answered, shards_total=max(got.asked, 1)
+        )
+        if req.reserve and result.selected:
+            await self._reserve(result)
+        self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
+        return result
+
+    async def _reserve(self, result: SelectResult) -> None:
+        known = [s.agent_id for s in result.selected if s.known]
+        by_shard: dict[int, list[str]] = {}
+        for a in known:
+            by_shard.setdefault(self._owner(a), []).append(a)
+        got = await self.fanout.gather({s: ("reserve", (ids,)) for s, ids in by_shard.items()})
+        ok = {
+            a
+            for s, ids in by_shard.items()
+            for a, held in zip(ids, got.results.get(s, [False] * len(ids)), strict=True)
+            if held
+        }
+        for sel in result.selected:
+            sel.reserved = sel.agent_id in ok
+
+    def _record(self, strategy: str, ages: np.ndarray, took_s: float, got: Gathered) -> None:
+        m = self.metrics
+        m.count(m.selections_total, strategy)
+        m.selection(strategy).observe(took_s)
+        m.signal_age_s.observe_many(ages[np.isfinite(ages)])
+        if got.degraded:
+            self.degraded_total += 1
+
+    async def scores(self, req: ScoresRequest) -> ScoresResult:
+        ids = list(dict.fromkeys(req.agent_ids))
+        calls = {
+            s: ("scores", ([ids[i] for i in pos.tolist()], req.weights))
+            for s, pos in enumerate(partition(ids, self.num_shards))
+            if len(pos)
+        }
+        got = await self.fanout.gather(calls)
+        self.fanout.all_ok(got)
+        merged = {a: sc for part in got.results.values() for a, sc in part.items()}
+        return ScoresResult.model_construct(
+            scores={a: merged[a] for a in ids if a in merged},
+            shards_answered=got.answered,
+            shards_total=got.asked,
+            degraded=got.degraded,
+        )
+
+    async def _on_owner(self, agent_id: str, method: str, *args: Any) -> Any:
+        s = self._owner(agent_id)
+        return self.fanout.one(await self.fanout.gather({s: (method, (agent_id, *args))}), s)
+
+    async def agent(self, agent_id: str) -> AgentView:
+        result: AgentView = await self._on_owner(agent_id, "agent")
+        return result
+
+    async def delete(self, agent_id: str) -> bool:
+        return bool(await self._on_owner(agent_id, "delete"))
+
+    async def predict(self, agent_id: str, params: PredictParams) -> OverloadPrediction:
+        result: OverloadPrediction = await self._on_owner(agent_id, "predict", params)
+        return result
+
+    async def _all(self, method: str, *args: Any) -> Gathered:
+        return await self.fanout.gather({s: (method, args) for s in range(self.num_shards)})
+
+    async def overloads(self, params: PredictParams) -> dict[str, Any]:
+        got = await self._all("overloads", params)
+        self.fanout.all_ok(got)
+        items = sorted(
+            (p for part in got.results.values() for p in part),
+            key=lambda p: -(p.probability or 0.0),
+        )
+        return {
+            "overloads": items,
+            "shards_answered": got.answered,
+            "shards_total": got.asked,
+            "degraded": got.degraded,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        got = await self._all("stats")
+        shards = [
+            got.results.get(s, {"shard": s, "up": False, "error": got.failures.get(s)})
+            for s in range(self.num_shards)
+        ]
+        for s in shards:
+            s.setdefault("up", True)
+        return {
+            "shards": shards,
+            "shards_up": got.answered,
+            "shards_total": self.num_shards,
+            "agents": sum(s.get("agents", 0) for s in shards),
+            "live_signals": sum(s.get("live_signals", 0) for s in shards),
+            "ready": got.answered == self.num_shards,
+        }
+
+    async def metrics_snapshot(self) -> dict[str, Any]:
+        """Every shard's counters summed, plus this router's, for one scrape target."""
+        got = await self._all("metrics")
+        total = MetricsSnapshot()
+        for snap in got.results.values():
+            total.merge(snap)
+        total.merge(self.metrics)
+        return {
+            "metrics": total,
+            "shard_up": {s: s in got.results for s in range(self.num_shards)},
+            "shard_agents": {s: snap.agents for s, snap in got.results.items()},
+            "degraded_total": self.degraded_total,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {"num_shards": self.num_shards, "config": self.config.model_dump()}
+
+
+class RouterActor(RouterCore):
+    """Ray actor shell: builds the Ray transport from the shard handles it is given."""
+
+    def __init__(self, shard_handles: list[Any], config: ServiceConfig) -> None:
+        from actors.ray_adapter import RayTransport
+
+        super().__init__(Fanout(RayTransport(shard_handles), config.shard_deadline_s), config)
+
+    async def ping(self) -> bool:
+        return True
