@@ -60,6 +60,8 @@ class _ClientBase:
     ) -> None:
         self.config = config
         self.num_shards = len(shards)
+        self.router_handles = list(routers)
+        self.shard_handles = list(shards)
         self._shards = Fanout(RayTransport(shards), config.shard_deadline_s)
         # The router itself waits up to a shard deadline; give it room to answer degraded.
         self._routers = Fanout(RayTransport(routers), config.shard_deadline_s * 2 + 1.0)
@@ -71,13 +73,17 @@ class _ClientBase:
         cache, n = self._owner, self.num_shards
         if len(cache) > _OWNER_CACHE_MAX:
             cache.clear()  # bounded: a fleet with churn must not grow this forever
-        out = np.empty(len(agent_ids), np.int64)
-        for i, a in enumerate(agent_ids):
-            s = cache.get(a) if isinstance(a, str) else 0
-            if s is None:
-                s = cache[a] = shard_of(a, n)
-            out[i] = s
-        return out
+        get = cache.get
+        try:
+            owners = [get(a) for a in agent_ids] if n > 1 else [0] * len(agent_ids)
+        except TypeError:  # an unhashable id: route it to shard 0 to be rejected there
+            owners = [get(a) if isinstance(a, str) else 0 for a in agent_ids]
+        if None in owners:
+            for i, a in enumerate(agent_ids):
+                if owners[i] is None:
+                    # Non-string ids go to shard 0, which rejects them with a field error.
+                    owners[i] = cache[a] = shard_of(a, n) if isinstance(a, str) else 0
+        return np.array(owners, dtype=np.int64)
 
     def _plan_register(self, cols: SignalColumns) -> tuple[Calls, dict[int, np.ndarray]]:
         owners = self._owners(cols.agent_ids)

@@ -29,6 +29,18 @@ from actors.models import (
 _AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
 _ALLOWED_KEYS = frozenset(Signal.model_fields)
 _REQUIRED_KEYS = ("agent_id", "signal_type", "value")
+# Metric label values for rejections: a closed set, so the label's cardinality is bounded.
+REJECT_REASONS = (
+    "malformed",
+    "invalid_agent_id",
+    "invalid_signal_type",
+    "value_out_of_range",
+    "confidence_out_of_range",
+    "ttl_out_of_range",
+    "invalid_timestamp",
+    "timestamp_in_future",
+    "expired",
+)
 
 
 @dataclass

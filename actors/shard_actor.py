@@ -28,6 +28,15 @@ from actors.selection import Partial
 from actors.shard_state import ShardState
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process (Linux), for the memory benchmark."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 class ShardActor:
     def __init__(self, shard_index: int, config: ShardConfig) -> None:
         self.shard_index = shard_index
@@ -50,7 +59,12 @@ class ShardActor:
 
     async def ping(self) -> dict[str, Any]:
         self._ensure_sweeper()
-        return {"shard": self.shard_index, "pid": os.getpid(), "agents": len(self.state)}
+        return {
+            "shard": self.shard_index,
+            "pid": os.getpid(),
+            "agents": len(self.state),
+            "rss_bytes": rss_bytes(),
+        }
 
     async def register(self, cols: SignalColumns) -> IngestResult:
         self._ensure_sweeper()

@@ -627,6 +627,7 @@ class ShardState:
             "live_signals": int((self._exp[:, :n] > now).sum()),
             "history_signals": int(self._hlen[:n].sum()),
             "reservations": len(self._reserved),
+            "array_bytes": self.array_bytes(),
         }
 
     def metrics_snapshot(self) -> MetricsSnapshot:

@@ -1,0 +1,160 @@
+"""The ``ripple`` command: ``ripple up`` starts the whole service, ``ripple status`` checks it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+DEMO_AGENTS = 8
+
+
+def start_service(
+    *,
+    shards: int,
+    host: str,
+    port: int,
+    address: str | None,
+    namespace: str = "ripple",
+    sweep_interval_s: float = 5.0,
+) -> Any:
+    """Start (or join) Ray, deploy the shards and the router, serve the HTTP API."""
+    from ray import serve
+
+    import actors
+    from actors.config import ServiceConfig, ShardConfig
+    from actors.deployment import ensure_ray
+    from serve.app import build_app
+
+    ensure_ray(address)
+    args = {"namespace": namespace, "num_shards": shards, "sweep_interval_s": sweep_interval_s}
+    client = actors.deploy(
+        ServiceConfig(
+            namespace=namespace,
+            num_shards=shards,
+            shard=ShardConfig(sweep_interval_s=sweep_interval_s),
+        )
+    )
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(args), name="ripple", route_prefix="/")
+    return client
+
+
+def stop_service(namespace: str = "ripple") -> None:
+    import ray
+    from ray import serve
+
+    import actors
+
+    try:
+        serve.delete("ripple")
+        serve.shutdown()
+    finally:
+        actors.teardown(namespace)
+        ray.shutdown()
+
+
+def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
+    """Simulated agents: load random-walks, one slowly overloads; prints who gets picked."""
+    from serve.http_client import RippleHTTPClient
+
+    rng = np.random.default_rng(0)
+    load = rng.uniform(0.1, 0.6, DEMO_AGENTS)
+    quality = rng.uniform(0.5, 1.0, DEMO_AGENTS)
+    names = [f"demo-agent-{i}" for i in range(DEMO_AGENTS)]
+    deadline = time.monotonic() + max_s
+    with RippleHTTPClient(base_url) as http:
+        tick = 0
+        while not stop.is_set() and time.monotonic() < deadline:
+            load = np.clip(load + rng.normal(0, 0.05, DEMO_AGENTS), 0, 1)
+            load[0] = min(1.0, load[0] + 0.02)  # demo-agent-0 is heading for overload
+            batch = [
+                {"agent_id": a, "signal_type": "LOAD", "value": float(v), "ttl_s": 30}
+                for a, v in zip(names, load)
+            ] + [
+                {"agent_id": a, "signal_type": "QUALITY", "value": float(q)}
+                for a, q in zip(names, quality)
+            ]
+            http.register(batch)
+            if tick % 4 == 0:
+                best = http.select(k=3)["selected"]
+                picks = ", ".join(f"{s['agent_id']} ({s['score']:.2f})" for s in best)
+                hot = [o["agent_id"] for o in http.overloads(horizon_s=30)["overloads"]]
+                print(f"[demo] top-3: {picks}; predicted to overload: {hot or 'none'}", flush=True)
+            tick += 1
+            stop.wait(0.5)
+
+
+def cmd_up(ns: argparse.Namespace) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    start_service(
+        shards=ns.shards, host=ns.host, port=ns.port, address=ns.address, namespace=ns.namespace
+    )
+    url = f"http://{ns.host}:{ns.port}"
+    print(f"Ripple is up with {ns.shards} shard(s).", flush=True)
+    print(f"  API:     {url}/v1/select  (docs: {url}/docs)", flush=True)
+    print(f"  metrics: {url}/metrics   health: {url}/healthz   ready: {url}/readyz", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    demo = None
+    if ns.demo:
+        demo = threading.Thread(target=run_demo, args=(url, stop, ns.demo_seconds), daemon=True)
+        demo.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("Shutting down...", flush=True)
+        if demo is not None:
+            demo.join(timeout=5)
+        stop_service(ns.namespace)
+    return 0
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    from serve.http_client import RippleHTTPClient
+
+    try:
+        with RippleHTTPClient(ns.url, timeout_s=5) as http:
+            stats, ready = http.stats(), http.ready()
+    except Exception as exc:  # connection refused and the like: say so plainly
+        print(f"Ripple at {ns.url} is not answering: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"ready: {ready}  shards up: {stats['shards_up']}/{stats['shards_total']}  agents: {stats['agents']}"
+    )
+    for s in stats["shards"]:
+        state = "up" if s.get("up") else f"DOWN ({s.get('error')})"
+        print(
+            f"  shard {s['shard']}: {state}, agents {s.get('agents', '-')}, live signals {s.get('live_signals', '-')}"
+        )
+    return 0 if ready else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ripple", description="Ripple coordination service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser(
+        "up", help="start Ray (embedded unless --address), the shards and the HTTP API"
+    )
+    up.add_argument("--shards", type=int, default=2)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    up.add_argument("--namespace", default="ripple")
+    up.add_argument("--demo", action="store_true", help="also run simulated agents posting signals")
+    up.add_argument("--demo-seconds", type=float, default=600.0, help="how long the demo runs")
+    status = sub.add_parser("status", help="print shards, agents and readiness")
+    status.add_argument("--url", default="http://127.0.0.1:8000")
+    ns = parser.parse_args(argv)
+    return int(cmd_up(ns) if ns.command == "up" else cmd_status(ns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""A small httpx client for the HTTP API, sync and async, with a batching helper."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from actors.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
+
+_BY_STATUS: dict[int, type[RippleError]] = {
+    404: NotFound,
+    413: PayloadTooLarge,
+    422: InvalidInput,
+    503: Unavailable,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """Turn an error response back into the service's typed error."""
+    if response.status_code < 400 or (
+        response.status_code == 422 and "accepted" in response.text[:64]
+    ):
+        return
+    try:
+        err = response.json().get("error", {})
+    except ValueError:
+        err = {}
+    cls = _BY_STATUS.get(response.status_code, RippleError)
+    raise cls(err.get("message", f"HTTP {response.status_code}"), err.get("details"))
+
+
+def _select_body(
+    candidates: Sequence[str] | None, k: int, weights: dict[str, float] | None, **options: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"k": k, **options}
+    if candidates is not None:
+        body["candidates"] = list(candidates)
+    if weights is not None:
+        body["weights"] = weights
+    return body
+
+
+class RippleHTTPClient:
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 10.0) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RippleHTTPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _json(self, method: str, url: str, **kw: Any) -> Any:
+        r = self.http.request(method, url, **kw)
+        _raise_for(r)
+        return r.json() if r.content else None
+
+    def register(self, signals: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Per-item results; a partly rejected batch (207) or fully rejected (422) is returned, not raised."""
+        result: dict[str, Any] = self._json("POST", "/v1/signals", json={"signals": list(signals)})
+        return result
+
+    def register_one(self, agent_id: str, signal: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/v1/agents/{agent_id}/signals", json=signal)
+        return result
+
+    def select(
+        self,
+        candidates: Sequence[str] | None = None,
+        k: int = 1,
+        weights: dict[str, float] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "POST", "/v1/select", json=_select_body(candidates, k, weights, **options)
+        )
+        return result
+
+    def scores(
+        self, agent_ids: Sequence[str], weights: dict[str, float] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"agent_ids": list(agent_ids)}
+        if weights:
+            body["weights"] = weights
+        result: dict[str, Any] = self._json("POST", "/v1/scores", json=body)
+        return result
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/v1/agents/{agent_id}")
+        return result
+
+    def delete(self, agent_id: str) -> None:
+        self._json("DELETE", f"/v1/agents/{agent_id}")
+
+    def predict_overload(
+        self, agent_id: str, horizon_s: float = 60, threshold: float = 0.8
+    ) -> dict[str, Any]:
+        params = {"horizon_s": horizon_s, "threshold": threshold}
+        result: dict[str, Any] = self._json("GET", f"/v1/agents/{agent_id}/overload", params=params)
+        return result
+
+    def overloads(self, **params: float) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/v1/overloads", params=params)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", "/v1/stats")
+        return result
+
+    def ready(self) -> bool:
+        return self.http.get("/readyz").status_code == 200
+
+    def metrics_text(self) -> str:
+        r = self.http.get("/metrics")
+        _raise_for(r)
+        return r.text
+
+    def buffer(self, max_batch: int = 1000, flush_interval_s: float = 0.05) -> HTTPSignalBuffer:
+        return HTTPSignalBuffer(self, max_batch, flush_interval_s)
+
+
+class AsyncRippleHTTPClient:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout_s: float = 10.0,
+        max_connections: int = 64,
+    ) -> None:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _json(self, method: str, url: str, **kw: Any) -> Any:
+        r = await self.http.request(method, url, **kw)
+        _raise_for(r)
+        return r.json() if r.content else None
+
+    async def register(self, signals: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            "POST", "/v1/signals", json={"signals": list(signals)}
+        )
+        return result
+
+    async def register_one(self, agent_id: str, signal: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/agents/{agent_id}/signals", json=signal
+        )
+        return result
+
+    async def select(
+        self,
+        candidates: Sequence[str] | None = None,
+        k: int = 1,
+        weights: dict[str, float] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        body = _select_body(candidates, k, weights, **options)
+        result: dict[str, Any] = await self._json("POST", "/v1/select", json=body)
+        return result
+
+    async def agent(self, agent_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", f"/v1/agents/{agent_id}")
+        return result
+
+
+class HTTPSignalBuffer:
+    """Coalesces one-at-a-time signals into batch posts: by size, by interval, and on close."""
+
+    def __init__(self, client: RippleHTTPClient, max_batch: int, flush_interval_s: float) -> None:
+        self.client = client
+        self.max_batch = max_batch
+        self.accepted = 0
+        self.rejected: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._interval_s = flush_interval_s
+        self._thread = threading.Thread(target=self._run, daemon=True, name="ripple-http-buffer")
+        self._thread.start()
+
+    def add(self, signal: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append(signal)
+            full = len(self._pending) >= self.max_batch
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        if batch:
+            result = self.client.register(batch)
+            self.accepted += result["accepted"]
+            self.rejected.extend(result["rejected"])
+
+    def _run(self) -> None:
+        while not self._closed.wait(self._interval_s):
+            self.flush()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        while self._pending:
+            self.flush()
+
+    def __enter__(self) -> HTTPSignalBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

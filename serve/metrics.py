@@ -1,0 +1,125 @@
+"""Prometheus exposition of the whole cluster, computed at scrape time.
+
+The Serve replica asks the router for every shard's ``MetricsSnapshot`` (summed) and
+renders it through a custom collector, so a cluster is a single scrape target. No metric
+carries an ``agent_id`` label: agent ids are unbounded, label sets must not be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from actors.columns import REJECT_REASONS
+from actors.core_metrics import Histogram, MetricsSnapshot
+from actors.models import SIGNAL_TYPES
+
+STRATEGIES = ("best", "p2c", "weighted")
+PREDICTED = ("true", "false", "insufficient_data")
+
+
+def _counter(
+    name: str, doc: str, label: str, values: dict[str, int], known: tuple[str, ...]
+) -> Metric:
+    fam = CounterMetricFamily(name, doc, labels=[label])
+    for key in sorted(set(known) | set(values)):
+        fam.add_metric([key], values.get(key, 0))
+    return fam
+
+
+def _histograms(
+    name: str, doc: str, label: str, hists: dict[str, Histogram], known: tuple[str, ...]
+) -> Metric:
+    fam = HistogramMetricFamily(name, doc, labels=[label])
+    for key in sorted(set(known) | set(hists)):
+        h = hists.get(key)
+        if h is None:
+            continue
+        fam.add_metric([key], buckets=h.cumulative(), sum_value=h.total)
+    return fam
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        m: MetricsSnapshot = self.snapshot["metrics"]
+        types = tuple(t.value for t in SIGNAL_TYPES)
+        yield _counter(
+            "coordination_signals_total", "Signals accepted.", "signal_type", m.signals_total, types
+        )
+        yield _counter(
+            "coordination_signals_rejected_total",
+            "Signals rejected, by reason.",
+            "reason",
+            m.rejected_total,
+            REJECT_REASONS,
+        )
+        yield GaugeMetricFamily("coordination_agents_total", "Agents with state.", value=m.agents)
+        yield _counter(
+            "coordination_routing_selections_total",
+            "Selections served.",
+            "strategy",
+            m.selections_total,
+            STRATEGIES,
+        )
+        yield _histograms(
+            "coordination_signal_registration_duration_seconds",
+            "Registration time per signal (batch time amortised over its signals).",
+            "signal_type",
+            m.registration_s,
+            types,
+        )
+        yield _histograms(
+            "coordination_agent_selection_duration_seconds",
+            "Selection latency at the router.",
+            "strategy",
+            m.selection_s,
+            STRATEGIES,
+        )
+        yield _counter(
+            "coordination_overload_predictions_total",
+            "Overload predictions made.",
+            "predicted",
+            m.predictions_total,
+            PREDICTED,
+        )
+        age = HistogramMetricFamily(
+            "coordination_selection_signal_age_seconds",
+            "Age of the oldest live signal of each selected agent.",
+        )
+        age.add_metric([], buckets=m.signal_age_s.cumulative(), sum_value=m.signal_age_s.total)
+        yield age
+        up = GaugeMetricFamily(
+            "coordination_shard_up", "1 if the shard answered this scrape.", labels=["shard"]
+        )
+        for shard, ok in sorted(self.snapshot["shard_up"].items()):
+            up.add_metric([str(shard)], 1.0 if ok else 0.0)
+        yield up
+        agents = GaugeMetricFamily(
+            "coordination_shard_agents", "Agents held by each shard.", labels=["shard"]
+        )
+        for shard, n in sorted(self.snapshot["shard_agents"].items()):
+            agents.add_metric([str(shard)], n)
+        yield agents
+        yield CounterMetricFamily(
+            "coordination_selections_degraded_total",
+            "Selections answered without every shard.",
+            value=self.snapshot["degraded_total"],
+        )
+
+
+def render_metrics(snapshot: dict[str, Any]) -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
