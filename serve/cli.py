@@ -75,10 +75,10 @@ def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
             load[0] = min(1.0, load[0] + 0.02)  # demo-agent-0 is heading for overload
             batch = [
                 {"agent_id": a, "signal_type": "LOAD", "value": float(v), "ttl_s": 30}
-                for a, v in zip(names, load)
+                for a, v in zip(names, load, strict=True)
             ] + [
                 {"agent_id": a, "signal_type": "QUALITY", "value": float(q)}
-                for a, q in zip(names, quality)
+                for a, q in zip(names, quality, strict=True)
             ]
             http.register(batch)
             if tick % 4 == 0:
@@ -126,14 +126,12 @@ def cmd_status(ns: argparse.Namespace) -> int:
     except Exception as exc:  # connection refused and the like: say so plainly
         print(f"Ripple at {ns.url} is not answering: {exc}", file=sys.stderr)
         return 2
-    print(
-        f"ready: {ready}  shards up: {stats['shards_up']}/{stats['shards_total']}  agents: {stats['agents']}"
-    )
+    up = f"{stats['shards_up']}/{stats['shards_total']}"
+    print(f"ready: {ready}  shards up: {up}  agents: {stats['agents']}")
     for s in stats["shards"]:
         state = "up" if s.get("up") else f"DOWN ({s.get('error')})"
-        print(
-            f"  shard {s['shard']}: {state}, agents {s.get('agents', '-')}, live signals {s.get('live_signals', '-')}"
-        )
+        agents, live = s.get("agents", "-"), s.get("live_signals", "-")
+        print(f"  shard {s['shard']}: {state}, agents {agents}, live signals {live}")
     return 0 if ready else 1
 
 

@@ -62,7 +62,7 @@ class RippleHTTPClient:
         return r.json() if r.content else None
 
     def register(self, signals: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Per-item results; a partly rejected batch (207) or fully rejected (422) is returned, not raised."""
+        """Per-item results: a partly (207) or wholly (422) rejected batch returns, not raises."""
         result: dict[str, Any] = self._json("POST", "/v1/signals", json={"signals": list(signals)})
         return result
 

@@ -1,4 +1,4 @@
-"""One real local Ray per test session; each module deploys into its own namespace."""
+"""One real local Ray per test session, started only by the tests that ask for it."""
 
 from __future__ import annotations
 
@@ -22,4 +22,5 @@ def ray_session() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def namespace(request: pytest.FixtureRequest) -> str:
+    """Each module deploys into its own namespace, so modules never see each other's agents."""
     return f"ripple-test-{request.module.__name__.rsplit('.', 1)[-1]}-{os.getpid()}"

@@ -1,0 +1,303 @@
+"""HTTP end to end: real Serve on loopback, real shards, every route and status code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors.deployment import SHARD_NAME
+from serve.http_client import RippleHTTPClient
+
+METRIC_NAMES = {
+    "coordination_signals",
+    "coordination_signals_rejected",
+    "coordination_agents_total",
+    "coordination_routing_selections",
+    "coordination_signal_registration_duration_seconds",
+    "coordination_agent_selection_duration_seconds",
+    "coordination_overload_predictions",
+    "coordination_selection_signal_age_seconds",
+    "coordination_shard_up",
+    "coordination_shard_agents",
+    "coordination_selections_degraded",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, namespace) -> Iterator[dict[str, Any]]:
+    from ray import serve
+
+    import actors
+    from serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {
+        "namespace": namespace,
+        "num_shards": 2,
+        "sweep_interval_s": 0.5,
+        "max_body_bytes": 256 * 1024,
+    }
+    serve.run(build_app(args), name="e2e", route_prefix="/")
+    down_ns = namespace + "-down"
+    serve.run(
+        build_app({"namespace": down_ns, "num_shards": 1}), name="e2e-down", route_prefix="/down"
+    )
+    yield {"url": f"http://127.0.0.1:{port}", "namespace": namespace, "down_namespace": down_ns}
+    serve.shutdown()
+    actors.teardown(namespace)
+    actors.teardown(down_ns)
+
+
+@pytest.fixture(scope="module")
+def http(service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service["url"], timeout=30) as c:
+        yield c
+
+
+def sig(agent_id: str, signal_type: str, value: float, **kw: Any) -> dict[str, Any]:
+    return {"agent_id": agent_id, "signal_type": signal_type, "value": value, **kw}
+
+
+def test_batch_status_codes_200_207_422(http) -> None:
+    r = http.post(
+        "/v1/signals", json={"signals": [sig("h-a", "LOAD", 0.2), sig("h-b", "QUALITY", 0.9)]}
+    )
+    assert r.status_code == 200 and r.json() == {"accepted": 2, "rejected": []}
+    r = http.post(
+        "/v1/signals", json={"signals": [sig("h-c", "LOAD", 0.2), sig("h-d", "LOAD", 1.5), "x"]}
+    )
+    assert r.status_code == 207
+    body = r.json()
+    assert body["accepted"] == 1 and [x["index"] for x in body["rejected"]] == [1, 2]
+    assert body["rejected"][0]["field"] == "value" and "1.5" in body["rejected"][0]["error"]
+    r = http.post("/v1/signals", json={"signals": [sig("bad id", "LOAD", 0.1)]})
+    assert r.status_code == 422 and r.json()["accepted"] == 0
+    assert http.get("/v1/agents/h-c").status_code == 200  # valid work in a partial batch landed
+
+
+def test_request_validation_errors_name_the_field(http) -> None:
+    r = http.post("/v1/signals", json={"signals": []})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = http.post("/v1/select", json={"k": 0})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "k"
+    r = http.post("/v1/select", json={"weights": {"speed": 1}})
+    assert r.status_code == 422 and "weights.speed" in r.json()["error"]["details"][0]["field"]
+    r = http.post("/v1/agents/h-z/signals", json={"signal_type": "LOAD", "value": "NaN"})
+    assert r.status_code == 422
+    r = http.post("/v1/signals", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_body_over_the_limit_is_413(http) -> None:
+    big = {"signals": [sig(f"big-{i}", "LOAD", 0.5, trace_id="x" * 100) for i in range(3000)]}
+    r = http.post("/v1/signals", json=big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_single_signal_posts_are_applied(http) -> None:
+    for i in range(5):
+        r = http.post(f"/v1/agents/one-{i}/signals", json={"signal_type": "COST", "value": i / 10})
+        assert r.status_code == 200 and r.json() == {"accepted": 1, "rejected": []}
+    r = http.post("/v1/agents/bad id/signals", json={"signal_type": "COST", "value": 0.1})
+    assert r.status_code == 422
+    assert http.get("/v1/agents/one-3").json()["signals"]["COST"]["value"] == pytest.approx(0.3)
+
+
+def test_custom_weights_change_the_winner_and_scores_route(http) -> None:
+    http.post(
+        "/v1/signals",
+        json={
+            "signals": [
+                sig("w-idle", "LOAD", 0.0),
+                sig("w-idle", "QUALITY", 0.1),
+                sig("w-great", "LOAD", 0.9),
+                sig("w-great", "QUALITY", 1.0),
+            ]
+        },
+    )
+    cands = ["w-idle", "w-great", "w-ghost"]
+    r = http.post("/v1/select", json={"candidates": cands, "k": 3})
+    body = r.json()
+    assert r.status_code == 200 and body["selected"][0]["agent_id"] == "w-idle"
+    assert body["shards_total"] >= 1 and body["degraded"] is False
+    assert {s["agent_id"]: s["known"] for s in body["selected"]}["w-ghost"] is False
+    r = http.post("/v1/select", json={"candidates": cands, "weights": {"quality": 1}})
+    assert r.json()["selected"][0]["agent_id"] == "w-great"
+    r = http.post("/v1/scores", json={"agent_ids": cands, "weights": {"quality": 1}})
+    assert r.status_code == 200 and r.json()["scores"]["w-great"]["score"] == pytest.approx(
+        1.0, abs=1e-3
+    )
+    assert http.get("/v1/agents/w-ghost").status_code == 404  # scoring created nothing
+
+
+def test_agent_view_delete_and_404(http) -> None:
+    http.post("/v1/signals", json={"signals": [sig("del-me", "LOAD", 0.4)]})
+    view = http.get("/v1/agents/del-me").json()
+    assert view["history_length"] == 1 and view["signals"]["LOAD"]["expires_in_s"] > 0
+    assert http.delete("/v1/agents/del-me").status_code == 204
+    assert http.get("/v1/agents/del-me").status_code == 404
+    assert http.delete("/v1/agents/del-me").status_code == 404
+
+
+def test_ttl_expiry_over_http(http) -> None:
+    http.post(
+        "/v1/signals",
+        json={"signals": [sig("ttl-a", "LOAD", 0.9, ttl_s=0.4), sig("ttl-a", "QUALITY", 0.9)]},
+    )
+    assert "LOAD" in http.get("/v1/agents/ttl-a").json()["signals"]
+    time.sleep(1.0)
+    view = http.get("/v1/agents/ttl-a").json()
+    assert "LOAD" not in view["signals"] and view["scores"]["load"] == 0.5
+
+
+def test_overload_prediction_routes(http) -> None:
+    now = time.time()
+    batch = [sig("hot", "LOAD", 0.3 + 0.06 * i, timestamp=now - 10 + i) for i in range(10)]
+    http.post("/v1/signals", json={"signals": batch})
+    r = http.get("/v1/agents/hot/overload", params={"horizon_s": 30, "threshold": 0.8})
+    p = r.json()
+    assert (
+        r.status_code == 200 and p["status"] == "ok" and p["will_overload"] and p["samples"] == 10
+    )
+    assert 0.5 < p["probability"] <= 1 and p["slope_per_s"] == pytest.approx(0.06, rel=0.01)
+    listed = http.get("/v1/overloads", params={"horizon_s": 30, "min_probability": 0.5}).json()
+    assert "hot" in [o["agent_id"] for o in listed["overloads"]]
+    assert http.get("/v1/agents/nobody/overload").status_code == 404
+    assert http.get("/v1/agents/hot/overload", params={"threshold": 2}).status_code == 422
+
+
+def test_stats_health_readiness_and_docs(http) -> None:
+    stats = http.get("/v1/stats").json()
+    assert stats["shards_total"] == 2 and stats["ready"] and stats["agents"] > 0
+    assert http.get("/healthz").status_code == 200
+    assert http.get("/readyz").status_code == 200
+    assert http.get("/docs").status_code == 200
+    assert "/v1/select" in http.get("/openapi.json").json()["paths"]
+
+
+def test_metrics_parse_and_move(http) -> None:
+    def sample(text: str, name: str, labels: dict[str, str]) -> float:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        return 0.0
+
+    before = http.get("/metrics").text
+    assert {f.name for f in text_string_to_metric_families(before)} >= METRIC_NAMES
+    assert "agent_id=" not in before  # no per-agent label: unbounded cardinality
+    http.post("/v1/signals", json={"signals": [sig("m-a", "LATENCY", 0.1), sig("m-b", "LOAD", 7)]})
+    http.post("/v1/select", json={"k": 1, "strategy": "p2c"})
+    after = http.get("/metrics").text
+    assert sample(after, "coordination_signals_total", {"signal_type": "LATENCY"}) >= 1 + sample(
+        before, "coordination_signals_total", {"signal_type": "LATENCY"}
+    )
+    assert (
+        sample(after, "coordination_signals_rejected_total", {"reason": "value_out_of_range"}) >= 1
+    )
+    assert sample(after, "coordination_routing_selections_total", {"strategy": "p2c"}) >= 1
+    assert sample(after, "coordination_shard_up", {"shard": "1"}) == 1.0
+    assert (
+        sample(after, "coordination_agent_selection_duration_seconds_count", {"strategy": "p2c"})
+        >= 1
+    )
+
+
+def test_http_client_round_trip(service) -> None:
+    with RippleHTTPClient(service["url"]) as c:
+        with c.buffer(max_batch=10, flush_interval_s=0.05) as buf:
+            for i in range(25):
+                buf.add(sig(f"cli-{i}", "AVAILABILITY", 1.0))
+        assert buf.accepted == 25
+        assert (
+            c.select(candidates=["cli-3", "ghost"], weights={"availability": 1})["selected"][0][
+                "agent_id"
+            ]
+            == "cli-3"
+        )
+        assert c.ready()
+
+
+def test_shard_down_gives_503_with_retry_after_and_not_ready(http, ray_session, service) -> None:
+    shard = ray_session.get_actor(SHARD_NAME.format(index=0), namespace=service["down_namespace"])
+    assert http.get("/down/readyz").status_code == 200
+    ray_session.kill(shard, no_restart=True)
+    r = http.get("/down/readyz")
+    assert r.status_code == 503 and r.headers["retry-after"]
+    r = http.post("/down/v1/select", json={"k": 1})
+    assert (
+        r.status_code == 503
+        and r.headers["retry-after"]
+        and r.json()["error"]["code"] == "unavailable"
+    )
+    assert http.get("/down/healthz").status_code == 200  # alive, just not ready
+
+
+def test_ripple_up_as_a_subprocess() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serve.cli",
+            "up",
+            "--port",
+            str(port),
+            "--shards",
+            "1",
+            "--namespace",
+            "ripple-up-test",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(1)
+        assert ready, "ripple up did not become ready"
+        r = httpx.post(url + "/v1/select", json={"k": 1}, timeout=10)
+        assert r.status_code == 200 and r.json()["selected"] == []
+        status = subprocess.run(
+            [sys.executable, "-m", "serve.cli", "status", "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0 and "ready: True" in status.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "Ripple is up" in out and "Shutting down" in out
