@@ -53,7 +53,9 @@ class AppArgs(BaseModel):
     shard_deadline_s: float = Field(2.0, gt=0)
     max_ongoing_requests: int = Field(256, ge=1)
     batch_max_size: int = Field(1000, ge=1, le=MAX_SIGNALS_PER_BATCH)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    # 0: no waiting at low load; under load, requests queue while a batch is in flight and
+    # the next batch takes all of them, so batching comes from concurrency, not from delay.
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
 
     def service_config(self) -> ServiceConfig:
         return ServiceConfig(
@@ -167,7 +169,7 @@ class RippleIngress:
             await self.client.register_columns(columns_from_dicts(body.signals))
         )
 
-    @serve.batch(max_batch_size=1000, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=1000, batch_wait_timeout_s=0.0)
     async def _batched_register(self, items: list[dict[str, Any]]) -> list[IngestResult]:
         merged = await self.client.register_columns(columns_from_dicts(items))
         by_index = {r.index: r for r in merged.rejected}
