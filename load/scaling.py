@@ -1,0 +1,213 @@
+"""Scaling sweep: ingest throughput and select latency as shards are added.
+
+    python -m load.scaling --shards 1 2 4 8 --json results/scaling.json --plot results/scaling.png
+    python -m load.scaling --smoke                        # CI size
+    python -m load.scaling --address auto                 # against an existing cluster
+
+For each S it deploys S fresh shards, drives ingest from C load-generator Ray tasks (each
+a client sending columnar batches of 1,000 straight to the owning shards), measures select
+latency (100 of 1,000) from the driver under that load, and then repeats the ingest with
+S null shards (same client, same batches, shards that do nothing): the same-run ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from load.common import Report, base_parser, percentiles_ms, section
+
+BATCH = 1_000
+
+
+def _generator(
+    handles: list[Any], num_shards: int, seconds: float, max_batches: int, seed: int
+) -> tuple[int, float]:
+    """Body of one load-generator task: send batches for ``seconds`` (bounded by count too)."""
+    from actors.client import AsyncRippleClient
+    from actors.columns import columns_from_arrays
+    from actors.config import ServiceConfig
+
+    rng = np.random.default_rng(seed)
+    names = [f"gen{seed}-agent-{i}" for i in range(5_000)]
+    batches = [
+        columns_from_arrays(
+            [names[i] for i in rng.integers(0, len(names), BATCH).tolist()],
+            rng.integers(0, 6, BATCH),
+            rng.random(BATCH),
+        )
+        for _ in range(20)
+    ]
+    client = AsyncRippleClient(handles, handles, ServiceConfig(num_shards=num_shards))
+
+    async def run() -> tuple[int, float]:
+        done, sent = 0, 0
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, sent
+            while sent < max_batches and time.perf_counter() < deadline:
+                sent += 1
+                res = await client.register_columns(batches[sent % len(batches)])
+                done += res.accepted + len(res.rejected)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(4)))
+        return done, time.perf_counter() - t0
+
+    return asyncio.run(run())
+
+
+def drive(handles: list[Any], generators: int, seconds: float, max_batches: int) -> float:
+    import ray
+
+    task: Any = ray.remote(num_cpus=0.1)(_generator)
+    refs = [task.remote(handles, len(handles), seconds, max_batches, g) for g in range(generators)]
+    results = ray.get(refs)
+    # Aggregate rate: all signals over the longest generator's wall time (they run together).
+    return sum(n for n, _ in results) / max(t for _, t in results)
+
+
+def sweep(
+    report: Report, shard_counts: list[int], generators: int, seconds: float, smoke: bool
+) -> list[dict[str, Any]]:
+    import ray
+
+    import actors
+    from actors.config import ServiceConfig, ShardConfig
+    from actors.shard_actor import NullShard
+
+    rows = []
+    for s in shard_counts:
+        ns = f"ripple-scaling-{s}"
+        with section(f"S = {s}"):
+            actors.teardown(ns)
+            client = actors.deploy(
+                ServiceConfig(
+                    namespace=ns,
+                    num_shards=s,
+                    shard_num_cpus=0.1,
+                    shard=ShardConfig(sweep_interval_s=60),
+                )
+            )
+            ids = [f"sel-{i}" for i in range(1000)]
+            client.register_arrays(ids, np.zeros(1000, int), np.random.default_rng(s).random(1000))
+            rng = np.random.default_rng(0)
+            sets = [[ids[j] for j in rng.choice(1000, 100, replace=False)] for _ in range(16)]
+            # Select latency measured while the generators push ingest load.
+            task: Any = ray.remote(num_cpus=0.1)(_generator)
+            refs = [
+                task.remote(client.shard_handles, s, seconds, 10**6, g) for g in range(generators)
+            ]
+            lat: list[float] = []
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline and len(lat) < 5_000:
+                t0 = time.perf_counter()
+                client.select(candidates=sets[len(lat) % 16], k=1)
+                lat.append(time.perf_counter() - t0)
+            results = ray.get(refs)
+            throughput = sum(n for n, _ in results) / max(t for _, t in results)
+            null_cls: Any = ray.remote(NullShard)
+            nulls = [
+                null_cls.options(num_cpus=0.1, scheduling_strategy="SPREAD").remote(i)
+                for i in range(s)
+            ]
+            ray.get([n.ping.remote() for n in nulls])
+            ceiling = drive(nulls, generators, seconds, 10**6)
+            for n in nulls:
+                ray.kill(n)
+            actors.teardown(ns)
+        p = percentiles_ms(lat)
+        rows.append(
+            {
+                "shards": s,
+                "throughput": throughput,
+                "ceiling": ceiling,
+                **{k: p[k] for k in ("p50", "p95", "p99")},
+            }
+        )
+        report.add(
+            f"ingest, S={s}",
+            throughput,
+            "signals/s",
+            ceiling=ceiling,
+            target="≥ 0.7 of ceiling",
+            params={"shards": s, "generators": generators},
+        )
+        report.add(
+            f"select 100 of 1,000 under load, S={s}, p95",
+            p["p95"],
+            "ms",
+            target="≤ 10 ms",
+            params={"p50": p["p50"], "p99": p["p99"], "samples": p["n"]},
+        )
+    base = rows[0]["throughput"] / rows[0]["shards"]
+    for r in rows:
+        r["efficiency"] = r["throughput"] / (r["shards"] * base)
+        report.add(f"scaling efficiency, S={r['shards']}", r["efficiency"], "ratio")
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = [r["shards"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(s, [r["throughput"] for r in rows], "o-", label="Ripple shards")
+    a.plot(s, [r["ceiling"] for r in rows], "s--", label="null shards (same run)")
+    a.plot(s, [rows[0]["throughput"] * x / rows[0]["shards"] for x in s], ":", label="ideal linear")
+    a.set_xlabel("shards")
+    a.set_ylabel("signals/s")
+    a.set_title("Ingest throughput")
+    a.legend()
+    b.plot(s, [r["p50"] for r in rows], "o-", label="p50")
+    b.plot(s, [r["p95"] for r in rows], "o-", label="p95")
+    b.plot(s, [r["p99"] for r in rows], "o-", label="p99")
+    b.set_xlabel("shards")
+    b.set_ylabel("ms")
+    b.set_title("Select 100 of 1,000 under ingest load")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> Report:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--generators", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--address", default=None)
+    parser.add_argument("--plot", metavar="PNG")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.shards, args.seconds = [1, 2], 2.0
+    from actors.deployment import ensure_ray
+
+    ensure_ray(args.address)
+    report = Report(
+        "scaling sweep",
+        {
+            "shards": args.shards,
+            "generators": args.generators,
+            "seconds": args.seconds,
+            "batch": BATCH,
+            "smoke": args.smoke,
+        },
+    )
+    rows = sweep(report, args.shards, args.generators, args.seconds, args.smoke)
+    report.params["rows"] = rows
+    if args.plot:
+        plot(rows, args.plot)
+    report.finish(args.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()
