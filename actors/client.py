@@ -9,13 +9,13 @@ out and merges. Sync and async clients share the planning and merging code below
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from actors.buffer import SignalBuffer
 from actors.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.config import ServiceConfig
 from actors.deployment import ROUTER_NAME, SHARD_NAME, ensure_ray, require_router
@@ -196,9 +196,11 @@ class RippleClient(_ClientBase):
     def buffer(
         self, max_batch: int = 1_000, flush_interval_s: float = 0.05, max_pending: int = 100_000
     ) -> SignalBuffer:
-        return SignalBuffer(
-            self, max_batch=max_batch, flush_interval_s=flush_interval_s, max_pending=max_pending
-        )
+        def send(batch: list[Any]) -> tuple[int, list[Any]]:
+            result = self.register(batch)
+            return result.accepted, result.rejected
+
+        return SignalBuffer(send, max_batch, flush_interval_s, max_pending)
 
 
 class AsyncRippleClient(_ClientBase):
@@ -314,77 +316,6 @@ def connect_async(
     namespace: str = "ripple", address: str | None = None, timeout_s: float = 10.0
 ) -> AsyncRippleClient:
     return AsyncRippleClient(*_locate(namespace, address, timeout_s))
-
-
-class SignalBuffer:
-    """Coalesces one-at-a-time signals into batches: flushed by size, by interval and on close.
-
-    The buffer is bounded: while the service is unreachable it keeps at most ``max_pending``
-    signals and counts what it had to drop in ``dropped``, so memory never grows without end.
-    """
-
-    def __init__(
-        self, client: RippleClient, max_batch: int, flush_interval_s: float, max_pending: int
-    ) -> None:
-        self.client = client
-        self.max_batch = max_batch
-        self.max_pending = max(max_pending, max_batch)
-        self.flush_interval_s = flush_interval_s
-        self.accepted = 0
-        self.rejected: list[RejectedItem] = []
-        self.dropped = 0
-        self.last_error: Exception | None = None
-        self._pending: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ripple-signal-buffer", daemon=True)
-        self._thread.start()
-
-    def add(self, signal: Any) -> None:
-        if self._closed.is_set():
-            raise RuntimeError("buffer is closed")
-        with self._lock:
-            self._pending.append(signal)
-            full = len(self._pending) >= self.max_batch
-        if full:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = (
-                self._pending[: self.max_batch * 10],
-                self._pending[self.max_batch * 10 :],
-            )
-        if not batch:
-            return
-        try:
-            result = self.client.register(batch)
-        except Exception as exc:  # keep the batch for the next try, within the bound
-            self.last_error = exc
-            with self._lock:
-                self._pending = batch + self._pending
-                overflow = len(self._pending) - self.max_pending
-                if overflow > 0:
-                    self.dropped += overflow
-                    del self._pending[:overflow]
-            return
-        self.accepted += result.accepted
-        self.rejected.extend(result.rejected[:1000])
-
-    def _run(self) -> None:
-        while not self._closed.wait(self.flush_interval_s):
-            self.flush()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
-        self.flush()
-
-    def __enter__(self) -> SignalBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def wait_until_ready(client: RippleClient, timeout_s: float = 30.0) -> dict[str, Any]:

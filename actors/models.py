@@ -84,12 +84,11 @@ def timestamp_to_unix_s(value: Any) -> float | None:
     return ts
 
 
-class Signal(BaseModel):
-    """One signal an agent reports about itself."""
+class SignalBody(BaseModel):
+    """A signal without its agent id: the body of ``POST /v1/agents/{agent_id}/signals``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent_id: AgentId
     signal_type: SignalType
     value: UnitFloat
     confidence: UnitFloat = 1.0
@@ -105,22 +104,10 @@ class Signal(BaseModel):
         return timestamp_to_unix_s(value)
 
 
-class SignalBody(BaseModel):
-    """A single signal posted to ``/v1/agents/{agent_id}/signals`` (the id is in the path)."""
+class Signal(SignalBody):
+    """One signal an agent reports about itself."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    signal_type: SignalType
-    value: UnitFloat
-    confidence: UnitFloat = 1.0
-    ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False)
-    timestamp: float | None = None
-    trace_id: str | None = Field(None, max_length=MAX_TRACE_ID_LEN)
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _timestamp(cls, value: Any) -> float | None:
-        return timestamp_to_unix_s(value)
+    agent_id: AgentId
 
 
 class Weights(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from actors.buffer import SignalBuffer
 from actors.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
@@ -121,8 +121,14 @@ class RippleHTTPClient:
         _raise_for(r)
         return r.text
 
-    def buffer(self, max_batch: int = 1000, flush_interval_s: float = 0.05) -> HTTPSignalBuffer:
-        return HTTPSignalBuffer(self, max_batch, flush_interval_s)
+    def buffer(
+        self, max_batch: int = 1000, flush_interval_s: float = 0.05, max_pending: int = 100_000
+    ) -> SignalBuffer:
+        def send(batch: list[Any]) -> tuple[int, list[Any]]:
+            result = self.register(batch)
+            return result["accepted"], result["rejected"]
+
+        return SignalBuffer(send, max_batch, flush_interval_s, max_pending)
 
 
 class AsyncRippleHTTPClient:
@@ -171,50 +177,3 @@ class AsyncRippleHTTPClient:
     async def agent(self, agent_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("GET", f"/v1/agents/{agent_id}")
         return result
-
-
-class HTTPSignalBuffer:
-    """Coalesces one-at-a-time signals into batch posts: by size, by interval, and on close."""
-
-    def __init__(self, client: RippleHTTPClient, max_batch: int, flush_interval_s: float) -> None:
-        self.client = client
-        self.max_batch = max_batch
-        self.accepted = 0
-        self.rejected: list[dict[str, Any]] = []
-        self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._interval_s = flush_interval_s
-        self._thread = threading.Thread(target=self._run, daemon=True, name="ripple-http-buffer")
-        self._thread.start()
-
-    def add(self, signal: dict[str, Any]) -> None:
-        with self._lock:
-            self._pending.append(signal)
-            full = len(self._pending) >= self.max_batch
-        if full:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        if batch:
-            result = self.client.register(batch)
-            self.accepted += result["accepted"]
-            self.rejected.extend(result["rejected"])
-
-    def _run(self) -> None:
-        while not self._closed.wait(self._interval_s):
-            self.flush()
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join(timeout=5)
-        while self._pending:
-            self.flush()
-
-    def __enter__(self) -> HTTPSignalBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
