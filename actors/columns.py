@@ -59,6 +59,26 @@ class SignalColumns:
     def __len__(self) -> int:
         return len(self.agent_ids)
 
+    @classmethod
+    def concat(cls, parts: list[SignalColumns]) -> SignalColumns:
+        """One batch of several, in order; ``structural`` indices shift with their part."""
+        if len(parts) == 1:
+            return parts[0]
+        structural: dict[int, tuple[str, str]] = {}
+        offset = 0
+        for p in parts:
+            structural.update({offset + i: e for i, e in p.structural.items()})
+            offset += len(p)
+        return cls(
+            agent_ids=[a for p in parts for a in p.agent_ids],
+            type_codes=np.concatenate([p.type_codes for p in parts]),
+            values=np.concatenate([p.values for p in parts]),
+            confidences=np.concatenate([p.confidences for p in parts]),
+            ttls_s=np.concatenate([p.ttls_s for p in parts]),
+            timestamps_s=np.concatenate([p.timestamps_s for p in parts]),
+            structural=structural,
+        )
+
     def take(self, positions: np.ndarray) -> SignalColumns:
         """The sub-batch at ``positions`` (re-indexed from 0), e.g. one shard's share."""
         pos = positions.tolist()

@@ -1,8 +1,9 @@
 """The shard actor: a thin async shell over ``ShardState``.
 
-It adds only what an actor must: the periodic expiry sweep, and a lock-free single
-event loop so the core (which is not thread-safe) is touched by one coroutine at a time.
-Every method is synchronous CPU work on the core, so none awaits while holding state.
+It adds only what an actor must: the periodic expiry sweep, the ingest lane (writes are
+coalesced and never make a read wait behind a backlog), and one event loop so the core,
+which is not thread-safe, is touched by one coroutine at a time. Every call into the core
+is synchronous CPU work, so no coroutine awaits in the middle of changing state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from actors.columns import SignalColumns
 from actors.config import ShardConfig
 from actors.core_metrics import MetricsSnapshot
+from actors.ingest_lane import IngestLane
 from actors.models import (
     AgentScore,
     AgentView,
@@ -26,6 +28,16 @@ from actors.models import (
 )
 from actors.selection import Partial
 from actors.shard_state import ShardState
+
+
+def _node_id() -> str | None:
+    """The Ray node this actor runs on (None outside Ray), so placement can be checked."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return None
 
 
 def rss_bytes() -> int:
@@ -41,6 +53,7 @@ class ShardActor:
     def __init__(self, shard_index: int, config: ShardConfig) -> None:
         self.shard_index = shard_index
         self.state = ShardState(config)
+        self.lane = IngestLane(self.state.ingest)
         self._sweeper: asyncio.Task[None] | None = None
         self.sweeps = 0
 
@@ -64,11 +77,12 @@ class ShardActor:
             "pid": os.getpid(),
             "agents": len(self.state),
             "rss_bytes": rss_bytes(),
+            "node_id": _node_id(),
         }
 
     async def register(self, cols: SignalColumns) -> IngestResult:
         self._ensure_sweeper()
-        return self.state.ingest(cols)
+        return await self.lane.submit(cols)
 
     async def partial_select(self, req: SelectRequest) -> Partial:
         self._ensure_sweeper()

@@ -5,8 +5,9 @@
     python -m load.scaling --address auto                 # against an existing cluster
 
 For each S it deploys S fresh shards, drives ingest from C load-generator Ray tasks (each
-a client sending columnar batches of 1,000 straight to the owning shards), measures select
-latency (100 of 1,000) from the driver under that load, and then repeats the ingest with
+a client sending columnar batches, 1,000 signals per shard call, straight to the owning
+shards), measures select latency (100 of 1,000) from the driver under that load, and
+then repeats the ingest with
 S null shards (same client, same batches, shards that do nothing): the same-run ceiling.
 """
 
@@ -26,18 +27,24 @@ BATCH = 1_000
 def _generator(
     handles: list[Any], num_shards: int, seconds: float, max_batches: int, seed: int
 ) -> tuple[int, float]:
-    """Body of one load-generator task: send batches for ``seconds`` (bounded by count too)."""
+    """Body of one load-generator task: send batches for ``seconds`` (bounded by count too).
+
+    Each batch holds ``BATCH`` signals per shard, so every shard call carries about 1,000
+    signals whatever S is (a client splitting a fixed batch S ways would measure per-call
+    overhead, not the shards: that is what the batching helper is for).
+    """
     from actors.client import AsyncRippleClient
     from actors.columns import columns_from_arrays
     from actors.config import ServiceConfig
 
     rng = np.random.default_rng(seed)
-    names = [f"gen{seed}-agent-{i}" for i in range(5_000)]
+    names = [f"gen{seed}-agent-{i}" for i in range(5_000 * num_shards)]
+    size = BATCH * num_shards
     batches = [
         columns_from_arrays(
-            [names[i] for i in rng.integers(0, len(names), BATCH).tolist()],
-            rng.integers(0, 6, BATCH),
-            rng.random(BATCH),
+            [names[i] for i in rng.integers(0, len(names), size).tolist()],
+            rng.integers(0, 6, size),
+            rng.random(size),
         )
         for _ in range(20)
     ]

@@ -1,0 +1,89 @@
+"""One lane for writes inside a shard actor: coalesces queued batches, lets reads through.
+
+A shard actor runs one event loop, and every method is CPU work without awaits, so calls
+run first-come first-served. Under heavy ingest a selection would wait behind every batch
+already queued. The lane changes that: ``submit`` only enqueues; one worker task ingests
+what has queued as a single merged batch (fewer, larger passes over the arrays), then
+yields to the loop, so a selection waits for at most one merged batch. Merging keeps the
+semantics of sending the batches one after another: items keep their order, so "newest
+timestamp wins, ties go to the later item" holds across batches too. Plain asyncio, no Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from actors.columns import SignalColumns
+from actors.models import IngestResult, RejectedItem
+
+DEFAULT_MAX_MERGED_SIGNALS = 20_000
+
+
+class IngestLane:
+    def __init__(
+        self,
+        ingest: Callable[[SignalColumns], IngestResult],
+        max_merged_signals: int = DEFAULT_MAX_MERGED_SIGNALS,
+    ) -> None:
+        self._ingest = ingest
+        self._max = max_merged_signals
+        self._queue: list[tuple[SignalColumns, asyncio.Future[IngestResult]]] = []
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.merged_batches = 0
+
+    async def submit(self, cols: SignalColumns) -> IngestResult:
+        loop = asyncio.get_running_loop()
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._run())
+        fut: asyncio.Future[IngestResult] = loop.create_future()
+        self._queue.append((cols, fut))
+        self._wakeup.set()
+        return await fut
+
+    def _take(self) -> list[tuple[SignalColumns, asyncio.Future[IngestResult]]]:
+        taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]] = []
+        size = 0
+        while self._queue and (not taken or size + len(self._queue[0][0]) <= self._max):
+            item = self._queue.pop(0)
+            taken.append(item)
+            size += len(item[0])
+        return taken
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                taken = self._take()
+                self._apply(taken)
+                # Let selections and other reads that arrived meanwhile run now.
+                await asyncio.sleep(0)
+
+    def _apply(self, taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]]) -> None:
+        parts = [c for c, _ in taken]
+        try:
+            result = self._ingest(SignalColumns.concat(parts))
+        except Exception as exc:  # every caller of the merged batch hears the same error
+            for _, fut in taken:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self.merged_batches += 1
+        rejected = sorted(result.rejected, key=lambda r: r.index)
+        start, j = 0, 0
+        for cols, fut in taken:
+            end = start + len(cols)
+            mine: list[RejectedItem] = []
+            while j < len(rejected) and rejected[j].index < end:
+                mine.append(rejected[j].model_copy(update={"index": rejected[j].index - start}))
+                j += 1
+            if not fut.done():
+                fut.set_result(
+                    IngestResult.model_construct(accepted=len(cols) - len(mine), rejected=mine)
+                )
+            start = end

@@ -1,0 +1,273 @@
+"""A real 3-node Ray cluster on this host: deploy, HTTP smoke, short sweep, cross-node cost.
+
+    python -m load.multinode                 # ~1-2 minutes
+    python -m load.multinode --smoke --json results/multinode.json
+
+It starts ``ray start --head`` plus two ``ray start --address`` worker nodes (each its own
+raylet and object store), all with the same ``RAY_AUTH_MODE``, on loopback and on free
+ports, in their own process groups. At the end it stops exactly those processes: never
+``ray stop``, which would kill every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from load.common import Report, base_parser, percentiles_ms, section, time_calls
+
+AUTH_MODE = "disabled"  # every process of this cluster must agree; set for all of them here
+NAMESPACE = "ripple-multinode"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["RAY_AUTH_MODE"] = AUTH_MODE
+    return env
+
+
+def _ports() -> list[str]:
+    return [
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+    ]
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int = 2, cpus_per_node: int = 2) -> Iterator[str]:
+    """Start a head and ``workers`` worker nodes; yield the GCS address; stop only them."""
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    temp_dir = tempfile.mkdtemp(prefix="rmn-", dir="/tmp")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    common = ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}"]
+    try:
+        head = [
+            ray_bin,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+            f"--temp-dir={temp_dir}",
+            '--resources={"ripple_node_0": 1}',
+            *common,
+            *_ports(),
+        ]
+        procs.append(
+            subprocess.Popen(
+                head,
+                env=node_env(),
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        _wait_for_port(port, 60)
+        for i in range(1, workers + 1):
+            cmd = [
+                ray_bin,
+                "start",
+                f"--address={address}",
+                f'--resources={{"ripple_node_{i}": 1}}',
+                *common,
+                *_ports(),
+            ]
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=node_env(),
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        yield address
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"head node did not open port {port}")
+
+
+def run_driver(address: str, smoke: bool) -> dict[str, Any]:
+    """Everything that needs a driver on the cluster; runs in a subprocess of its own."""
+    call = f"m.driver({address!r}, {smoke!r})"
+    code = f"import json, load.multinode as m; print('RESULT ' + json.dumps({call}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=node_env(), capture_output=True, text=True, timeout=600
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"driver failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    return result
+
+
+def _pinger(ray: Any, handle: Any) -> Any:
+    return lambda: ray.get(handle.ping.remote())
+
+
+def driver(address: str, smoke: bool) -> dict[str, Any]:
+    import httpx
+    import ray
+    from ray import serve
+
+    import actors
+    from actors.config import ServiceConfig, ShardConfig
+    from actors.shard_actor import NullShard
+    from serve.app import build_app
+
+    ray.init(address=address, log_to_driver=False)
+    deadline = time.monotonic() + 60
+    while len([n for n in ray.nodes() if n["Alive"]]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    result: dict[str, Any] = {"nodes": len(nodes)}
+    client = actors.deploy(
+        ServiceConfig(namespace=NAMESPACE, num_shards=3, shard=ShardConfig(sweep_interval_s=5))
+    )
+    pings = ray.get([h.ping.remote() for h in client.shard_handles])
+    shard_nodes = [p["node_id"] for p in pings]  # where each shard landed
+    result["shard_nodes"] = len(set(shard_nodes))
+    driver_node = ray.get_runtime_context().get_node_id()
+    result["pids"] = [p["pid"] for p in pings]
+
+    # HTTP smoke through Serve on loopback.
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"namespace": NAMESPACE, "num_shards": 3}), name="ripple", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, timeout=30) as http:
+        signals = [
+            {"agent_id": f"mn-{i}", "signal_type": "LOAD", "value": i / 100} for i in range(100)
+        ]
+        r1 = http.post("/v1/signals", json={"signals": signals})
+        r2 = http.post("/v1/select", json={"k": 3})
+        r3 = http.get("/readyz")
+        r4 = http.get("/metrics")
+        result["http"] = {
+            "signals_status": r1.status_code,
+            "accepted": r1.json().get("accepted"),
+            "select_status": r2.status_code,
+            "best": r2.json()["selected"][0]["agent_id"],
+            "shards_answered": r2.json()["shards_answered"],
+            "ready": r3.status_code,
+            "metrics_has_shards": r4.text.count("coordination_shard_up{"),
+        }
+
+    # Cross-node cost: the same calls to a shard on the driver's node and on other nodes.
+    seconds = 1.5 if smoke else 5.0
+    per_shard = []
+    null_cls: Any = ray.remote(NullShard)
+    for i, h in enumerate(client.shard_handles):
+        local = shard_nodes[i] == driver_node
+        lat = percentiles_ms(time_calls(_pinger(ray, h), count=2000, max_s=seconds))
+        per_shard.append(
+            {
+                "shard": i,
+                "same_node_as_driver": local,
+                "ping_p50_ms": lat["p50"],
+                "ping_p95_ms": lat["p95"],
+            }
+        )
+    result["per_shard"] = per_shard
+
+    # Short sweep: ingest through the client into 1 and 3 shards, beside null shards.
+    from load.scaling import drive
+
+    sweep = []
+    for s in (1, 3):
+        handles = client.shard_handles[:s]
+        real = drive(handles, 2, seconds, 10**6)
+        nulls = [
+            null_cls.options(num_cpus=0.1, scheduling_strategy="SPREAD").remote(i) for i in range(s)
+        ]
+        ray.get([n.ping.remote() for n in nulls])
+        ceiling = drive(nulls, 2, seconds, 10**6)
+        for n in nulls:
+            ray.kill(n)
+        sweep.append({"shards": s, "throughput": real, "ceiling": ceiling})
+    result["sweep"] = sweep
+    ids = [f"sel-{i}" for i in range(1000)]
+    client.register_arrays(ids, np.zeros(1000, int), np.random.default_rng(0).random(1000))
+    cands = ids[::10]
+    sel = percentiles_ms(
+        time_calls(lambda: client.select(candidates=cands, k=1), count=500, max_s=seconds)
+    )
+    result["select_ms"] = sel
+    serve.shutdown()
+    actors.teardown(NAMESPACE)
+    ray.shutdown()
+    return result
+
+
+def main(argv: list[str] | None = None) -> Report:
+    args = base_parser(__doc__ or "").parse_args(argv)
+    report = Report(
+        "multi-node (3 Ray nodes on one host)", {"smoke": args.smoke, "auth_mode": AUTH_MODE}
+    )
+    with (
+        section("3-node cluster: deploy, HTTP smoke, cross-node cost, sweep"),
+        local_cluster() as address,
+    ):
+        r = run_driver(address, args.smoke)
+    report.params["result"] = r
+    report.add("nodes alive", r["nodes"], "nodes")
+    report.add("nodes holding shards", r["shard_nodes"], "nodes")
+    for ps in r["per_shard"]:
+        where = "same node as driver" if ps["same_node_as_driver"] else "other node"
+        report.add(
+            f"actor round trip to shard {ps['shard']} ({where}), p50", ps["ping_p50_ms"], "ms"
+        )
+    for sw in r["sweep"]:
+        report.add(
+            f"client ingest across nodes, S={sw['shards']}",
+            sw["throughput"],
+            "signals/s",
+            ceiling=sw["ceiling"],
+        )
+    report.add("select 100 of 1,000 via client, 3 nodes, p95", r["select_ms"]["p95"], "ms")
+    report.finish(args.json)
+    return report
+
+
+if __name__ == "__main__":
+    main()
