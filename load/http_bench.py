@@ -170,15 +170,23 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--haproxy", action="store_true", help="use Serve's HAProxy ingress")
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="set RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's own fast-path switch)",
+    )
     args = parser.parse_args(argv)
     if args.haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # read by Serve when the proxy starts
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     report = Report(
         "http (Ray Serve)",
         {
             "smoke": args.smoke,
             "shards": args.shards,
             "proxy": "haproxy" if args.haproxy else "default",
+            "throughput_optimized": args.throughput_optimized,
         },
     )
     start(args.port, args.shards)

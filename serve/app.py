@@ -121,6 +121,12 @@ async def limit_body_size(request: Request, call_next: Any) -> Response:
     return response
 
 
+def _json(model: BaseModel) -> Response:
+    """Serialise a result built by the core directly: the ``response_model`` documents it,
+    and re-validating what the core just built would only add latency to the hot path."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 def _ingest_response(result: IngestResult) -> JSONResponse:
     body = {"accepted": result.accepted, "rejected": [r.model_dump() for r in result.rejected]}
     if not result.rejected:
@@ -190,12 +196,12 @@ class RippleIngress:
 
     # ------------------------------------------------------------------ routing
     @app.post("/v1/select", response_model=SelectResult, summary="Choose the best agent(s)")
-    async def select(self, req: SelectRequest) -> SelectResult:
-        return await self.client.select_request(req)
+    async def select(self, req: SelectRequest) -> Response:
+        return _json(await self.client.select_request(req))
 
     @app.post("/v1/scores", response_model=ScoresResult)
-    async def scores(self, req: ScoresRequest) -> ScoresResult:
-        return await self.client.scores_request(req)
+    async def scores(self, req: ScoresRequest) -> Response:
+        return _json(await self.client.scores_request(req))
 
     # ------------------------------------------------------------------ agents
     @app.get("/v1/agents/{agent_id}", response_model=AgentView)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -91,6 +92,10 @@ def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
 
 
 def cmd_up(ns: argparse.Namespace) -> int:
+    if ns.haproxy:
+        # Read by Serve when its proxies start; Ray passes the driver's environment to the
+        # embedded cluster's processes. On an existing cluster, set it where Ray starts.
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -146,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     up.add_argument("--namespace", default="ripple")
+    up.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="use Serve's HAProxy ingress (embedded Ray only; ~2-3x the default proxy here)",
+    )
     up.add_argument("--demo", action="store_true", help="also run simulated agents posting signals")
     up.add_argument("--demo-seconds", type=float, default=600.0, help="how long the demo runs")
     status = sub.add_parser("status", help="print shards, agents and readiness")
