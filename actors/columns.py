@@ -244,7 +244,7 @@ def validate(
     *,
     max_ttl_s: float,
     max_future_skew_s: float,
-    known_ids: Mapping[str, Any],
+    known_rows: np.ndarray | None = None,
 ) -> ValidatedBatch:
     """Apply DESIGN §4's rules to every item at once; report the first failing field."""
     n = len(cols)
@@ -260,11 +260,10 @@ def validate(
         expired = ~bad_ttl & (eff_ts + ttl <= now_s)
     bad_type = cols.type_codes < 0
     bad = bad_value | bad_conf | bad_ttl | bad_type | bad_ts_range | future | expired
-    bad_id_idx: list[int] = []
-    for i, a in enumerate(cols.agent_ids):
-        # Known ids were validated when first seen; only new ones pay for the regex.
-        if not (isinstance(a, str) and a in known_ids) and not valid_agent_id(a):
-            bad_id_idx.append(i)
+    # Known ids (row >= 0) were validated when first seen; only new ones pay for the regex.
+    ids = cols.agent_ids
+    unknown = range(n) if known_rows is None else np.flatnonzero(known_rows < 0).tolist()
+    bad_id_idx = [i for i in unknown if not valid_agent_id(ids[i])]
     if bad_id_idx:
         bad[bad_id_idx] = True
     if cols.structural:

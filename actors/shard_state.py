@@ -128,14 +128,24 @@ class ShardState:
         self._ids.extend(ids)
         self._n += len(ids)
 
-    def _rows_for(self, ids: list[str]) -> np.ndarray:
+    def _known_rows(self, ids: list[Any]) -> np.ndarray:
+        """Row of each id, -1 where unknown (or not even hashable: rejected later)."""
         get = self._index.get
-        rows = [get(a, -1) for a in ids]
-        if -1 in rows:
-            new = list(dict.fromkeys(a for a, r in zip(ids, rows, strict=True) if r == -1))
-            self._add_agents(new)
-            rows = [get(a, -1) for a in ids]
-        return np.fromiter(rows, np.int64, len(rows))
+        try:
+            return np.array([get(a, -1) for a in ids], dtype=np.int64)
+        except TypeError:
+            return np.array([get(a, -1) if isinstance(a, str) else -1 for a in ids], np.int64)
+
+    def _rows_for(self, ids: list[Any], idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows for the valid items ``idx``, creating agents that are new in this batch."""
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            fresh = list(dict.fromkeys(ids[i] for i in idx[new].tolist()))
+            self._add_agents(fresh)
+            get = self._index.__getitem__
+            rows = rows.copy()
+            rows[new] = [get(ids[i]) for i in idx[new].tolist()]
+        return rows
 
     def _remove_rows(self, rows: Iterable[int]) -> None:
         """Swap-remove: move the last rows into the holes so arrays stay dense."""
@@ -167,12 +177,11 @@ class ShardState:
             now,
             max_ttl_s=cfg.max_ttl_s,
             max_future_skew_s=cfg.max_future_skew_s,
-            known_ids=self._index,
+            known_rows=(known := self._known_rows(cols.agent_ids)),
         )
         idx = vb.index
         if len(idx):
-            ids = cols.agent_ids
-            rows = self._rows_for([ids[i] for i in idx.tolist()])
+            rows = self._rows_for(cols.agent_ids, idx, known[idx])
             codes = cols.type_codes[idx]
             vals = cols.values[idx]
             # A timestamp a few seconds ahead is clock skew: age and expiry count from receipt.

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,16 +123,49 @@ def percentiles_ms(samples_s: list[float] | np.ndarray) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "n": len(arr)}
 
 
+class _Bar:
+    """A transient rich progress bar on a terminal (nothing in CI logs), updated sparingly."""
+
+    def __init__(self, description: str, max_s: float) -> None:
+        self.max_s = max_s
+        self.progress: Any = None
+        if sys.stderr.isatty():
+            try:
+                from rich.progress import Progress
+            except ImportError:  # rich comes with the load extra; the numbers do not need it
+                return
+            self.progress = Progress(transient=True)
+            self.task = self.progress.add_task(description, total=max_s)
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def tick(self, i: int) -> None:
+        if self.progress is not None and i % 50 == 0:
+            self.progress.update(
+                self.task, completed=min(time.perf_counter() - self.t0, self.max_s)
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 def time_calls(fn: Callable[[], Any], *, count: int, max_s: float, warmup: int = 3) -> list[float]:
     """Latency of up to ``count`` calls, stopping after ``max_s`` seconds (bounded loops)."""
     for _ in range(warmup):
         fn()
     out: list[float] = []
     deadline = time.perf_counter() + max_s
-    while len(out) < count and time.perf_counter() < deadline:
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
+    with _Bar("timing calls", max_s) as bar:
+        while len(out) < count and time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+            bar.tick(len(out))
     return out
 
 
@@ -141,9 +175,11 @@ def throughput(fn: Callable[[int], int], *, max_batches: int, max_s: float) -> f
     t0 = time.perf_counter()
     deadline = t0 + max_s
     i = 0
-    while i < max_batches and time.perf_counter() < deadline:
-        done += fn(i)
-        i += 1
+    with _Bar("throughput", max_s) as bar:
+        while i < max_batches and time.perf_counter() < deadline:
+            done += fn(i)
+            i += 1
+            bar.tick(i)
     return done / (time.perf_counter() - t0)
 
 

@@ -81,7 +81,10 @@ async def load_loop(
     return len(latencies) / (time.perf_counter() - t0), latencies, errors
 
 
-async def run(report: Report, url: str, smoke: bool) -> None:
+async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> None:
+    """With ``with_null`` False (an existing service via --url), the ceiling for request
+    rates and latency is ``GET /healthz`` of the same service: the cheapest request through
+    the same proxy. There is then no batch ceiling."""
     max_s = 3.0 if smoke else 10.0
     rng = np.random.default_rng(0)
     async with httpx.AsyncClient(
@@ -98,6 +101,8 @@ async def run(report: Report, url: str, smoke: bool) -> None:
             )
 
         def null_one(i: int) -> tuple[str, str, Any]:
+            if not with_null:
+                return "GET", "/healthz", None
             return "POST", "/null/signal", {"signal_type": "LOAD", "value": 0.5}
 
         for conc in (1, 16, 64):
@@ -127,14 +132,14 @@ async def run(report: Report, url: str, smoke: bool) -> None:
         with section("batch POST of 1,000 signals"):
             n = 30 if smoke else 300
             ceil_rps, _, _ = await load_loop(
-                c, lambda i: ("POST", "/null/batch", batch), 4, n, max_s
+                c, lambda i: ("POST", "/null/batch", batch), 4, n if with_null else 0, max_s
             )
             rps, _, errs = await load_loop(c, lambda i: ("POST", "/v1/signals", batch), 4, n, max_s)
             report.add(
                 "HTTP batch ingest, 1,000 per POST",
                 rps * 1000,
                 "signals/s",
-                ceiling=ceil_rps * 1000,
+                ceiling=ceil_rps * 1000 if with_null else None,
                 target="≥ 100,000 signals/s",
                 params={"errors": errs},
             )
@@ -144,7 +149,15 @@ async def run(report: Report, url: str, smoke: bool) -> None:
             sets = [[ids[j] for j in rng.choice(1000, 100, replace=False)] for _ in range(32)]
             n = 100 if smoke else 2000
             _, ceil_lat, _ = await load_loop(
-                c, lambda i: ("POST", "/null/signal", {"candidates": sets[i % 32]}), 1, n, max_s
+                c,
+                lambda i: (
+                    null_one(i)
+                    if not with_null
+                    else ("POST", "/null/signal", {"candidates": sets[i % 32]})
+                ),
+                1,
+                n,
+                max_s,
             )
             _, lat, errs = await load_loop(
                 c,
@@ -170,6 +183,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--haproxy", action="store_true", help="use Serve's HAProxy ingress")
+    parser.add_argument("--url", help="measure an already running service (e.g. from `ripple up`)")
     parser.add_argument(
         "--throughput-optimized",
         action="store_true",
@@ -189,6 +203,10 @@ def main(argv: list[str] | None = None) -> Report:
             "throughput_optimized": args.throughput_optimized,
         },
     )
+    if args.url:  # an existing service: measure it, start and stop nothing
+        asyncio.run(run(report, args.url.rstrip("/"), args.smoke, with_null=False))
+        report.finish(args.json)
+        return report
     start(args.port, args.shards)
     try:
         asyncio.run(run(report, f"http://127.0.0.1:{args.port}", args.smoke))

@@ -158,9 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--demo", action="store_true", help="also run simulated agents posting signals")
     up.add_argument("--demo-seconds", type=float, default=600.0, help="how long the demo runs")
+    bench = sub.add_parser(
+        "bench", help="run a benchmark: core|actors|http|scaling|multinode|capacity"
+    )
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="benchmark name, then its options")
     status = sub.add_parser("status", help="print shards, agents and readiness")
     status.add_argument("--url", default="http://127.0.0.1:8000")
     ns = parser.parse_args(argv)
+    if ns.command == "bench":
+        from load.__main__ import main as bench_main
+
+        return bench_main(ns.args)
     return int(cmd_up(ns) if ns.command == "up" else cmd_status(ns))
 
 
