@@ -141,14 +141,9 @@ def bench_select(report: Report, client: RippleClient, smoke: bool, max_s: float
             time_calls(lambda: ray.get(null_router.select.remote()), count=300, max_s=max_s)
         )
         ray.kill(null_router)
-        for q in ("p50", "p95", "p99"):
-            report.add(
-                f"select 100 of 1,000 via client, {q}",
-                lat[q],
-                "ms",
-                ceiling=floor[q],
-                target="p95 ≤ 3 ms" if q == "p95" else None,
-            )
+        report.add_percentiles(
+            "select 100 of 1,000 via client", lat, floor_ms=floor, p95_target="p95 ≤ 3 ms"
+        )
 
 
 def bench_top10(report: Report, client: RippleClient, smoke: bool, max_s: float) -> None:
@@ -161,13 +156,11 @@ def bench_top10(report: Report, client: RippleClient, smoke: bool, max_s: float)
         lat = percentiles_ms(
             time_calls(lambda: client.select_request(req), count=20 if smoke else 200, max_s=max_s)
         )
-        for q in ("p50", "p95", "p99"):
-            report.add(
-                f"top-10 of {n_agents:,} agents, 2 shards, {q}",
-                lat[q],
-                "ms",
-                target="p95 ≤ 30 ms" if q == "p95" and not smoke else None,
-            )
+        report.add_percentiles(
+            f"top-10 of {n_agents:,} agents, 2 shards",
+            lat,
+            p95_target=None if smoke else "p95 ≤ 30 ms",
+        )
         pings = ray.get([h.ping.remote() for h in client.shard_handles])
         stats = client.stats()
         report.add(

@@ -53,6 +53,27 @@ class Report:
         )
         return fig
 
+    def add_percentiles(
+        self,
+        name: str,
+        lat_ms: dict[str, float],
+        unit: str = "ms",
+        floor_ms: dict[str, float] | None = None,
+        p95_target: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        """p50/p95/p99 of ``percentiles_ms`` output, in ``ms`` or ``µs``, beside a floor."""
+        scale = 1e3 if unit == "µs" else 1.0
+        for q in ("p50", "p95", "p99"):
+            self.add(
+                f"{name}, {q}",
+                lat_ms[q] * scale,
+                unit,
+                ceiling=floor_ms[q] * scale if floor_ms else None,
+                target=p95_target if q == "p95" else None,
+                params=dict(params or {}, samples=lat_ms.get("n")),
+            )
+
     def markdown(self) -> str:
         lines = [
             f"### {self.benchmark}",
