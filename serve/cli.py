@@ -97,8 +97,11 @@ def cmd_up(ns: argparse.Namespace) -> int:
         # embedded cluster's processes. On an existing cluster, set it where Ray starts.
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     stop = threading.Event()
+    # The handler only flips a flag: setting the Event from a signal handler could re-enter
+    # its lock while the main thread holds it inside Event.wait(), and deadlock.
+    signalled: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     start_service(
         shards=ns.shards, host=ns.host, port=ns.port, address=ns.address, namespace=ns.namespace
     )
@@ -112,10 +115,11 @@ def cmd_up(ns: argparse.Namespace) -> int:
         demo = threading.Thread(target=run_demo, args=(url, stop, ns.demo_seconds), daemon=True)
         demo.start()
     try:
-        while not stop.wait(0.5):
-            pass
+        while not signalled:
+            time.sleep(0.2)
     finally:
         print("Shutting down...", flush=True)
+        stop.set()
         if demo is not None:
             demo.join(timeout=5)
         stop_service(ns.namespace)
