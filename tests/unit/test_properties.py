@@ -176,34 +176,28 @@ def test_merged_shard_answers_equal_one_shard_holding_everything(strategy: str) 
             assert [s.score for s in merged.selected] == [s.score for s in alone.selected]
 
 
-def test_merged_tie_breaking_is_uniform_across_shards() -> None:
-    """Ties spread evenly even when one shard holds more of the tied agents."""
+def wins_over_two_shards(
+    first: list[str], second: list[str], req: SelectRequest, rounds: int
+) -> collections.Counter[str]:
+    """Who wins ``rounds`` merged selections over two shards holding identical agents."""
     clock = Clock()
     shards = [ShardState(clock=clock, seed=s) for s in (1, 2)]
-    shards[0].ingest_dicts(
-        [{"agent_id": f"m-{i}", "signal_type": "LOAD", "value": 0.2} for i in range(3)]
-    )
-    shards[1].ingest_dicts([{"agent_id": "m-9", "signal_type": "LOAD", "value": 0.2}])
+    for state, ids in zip(shards, (first, second), strict=True):
+        state.ingest_dicts([{"agent_id": a, "signal_type": "LOAD", "value": 0.2} for a in ids])
     rng = np.random.default_rng(0)
-    req = SelectRequest(k=1)
-    wins = collections.Counter(
+    return collections.Counter(
         merge_partials([s.partial_select(req) for s in shards], req, rng)[0].selected[0].agent_id
-        for _ in range(2000)
+        for _ in range(rounds)
     )
+
+
+def test_merged_tie_breaking_is_uniform_across_shards() -> None:
+    """Ties spread evenly even when one shard holds more of the tied agents."""
+    wins = wins_over_two_shards([f"m-{i}" for i in range(3)], ["m-9"], SelectRequest(k=1), 2000)
     assert all(400 < c < 600 for c in wins.values()), wins  # 500 each, not 1/6 vs 1/2
 
 
 def test_merged_p2c_samples_uniformly_across_unequal_shards() -> None:
-    clock = Clock()
-    shards = [ShardState(clock=clock, seed=s) for s in (1, 2)]
-    shards[0].ingest_dicts(
-        [{"agent_id": f"m-{i}", "signal_type": "LOAD", "value": 0.5} for i in range(9)]
-    )
-    shards[1].ingest_dicts([{"agent_id": "m-99", "signal_type": "LOAD", "value": 0.5}])
-    rng = np.random.default_rng(0)
     req = SelectRequest(k=1, strategy="p2c")
-    wins = collections.Counter(
-        merge_partials([s.partial_select(req) for s in shards], req, rng)[0].selected[0].agent_id
-        for _ in range(3000)
-    )
+    wins = wins_over_two_shards([f"m-{i}" for i in range(9)], ["m-99"], req, 3000)
     assert 200 < wins["m-99"] < 400, wins  # 1 in 10
