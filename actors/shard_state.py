@@ -128,11 +128,12 @@ class ShardState:
         self._ids.extend(ids)
         self._n += len(ids)
 
-    def _known_rows(self, ids: list[Any]) -> np.ndarray:
-        """Row of each id, -1 where unknown (or not even hashable: rejected later)."""
+    def _lookup(self, ids: Sequence[Any]) -> np.ndarray:
+        """Row of each id; -1 where unknown (no state is created) or not even hashable
+        (rejected later by validation)."""
         get = self._index.get
         try:
-            return np.array([get(a, -1) for a in ids], dtype=np.int64)
+            return np.array(list(map(get, ids, repeat(-1, len(ids)))), dtype=np.int64)
         except TypeError:
             return np.array([get(a, -1) if isinstance(a, str) else -1 for a in ids], np.int64)
 
@@ -177,7 +178,7 @@ class ShardState:
             now,
             max_ttl_s=cfg.max_ttl_s,
             max_future_skew_s=cfg.max_future_skew_s,
-            known_rows=(known := self._known_rows(cols.agent_ids)),
+            known_rows=(known := self._lookup(cols.agent_ids)),
         )
         idx = vb.index
         if len(idx):
@@ -289,10 +290,6 @@ class ShardState:
             res = np.where(self._res_exp[rows] > now, self._res_amt[rows], 0.0)
             t[LOAD_CODE] = np.maximum(t[LOAD_CODE] - res, 0.0)
         return t
-
-    def _lookup(self, ids: Sequence[str]) -> np.ndarray:
-        """Rows of ``ids``; -1 for unknown agents (which get no state)."""
-        return np.array(list(map(self._index.get, ids, repeat(-1, len(ids)))), dtype=np.int64)
 
     def _known_dims(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         known = rows >= 0
