@@ -32,10 +32,9 @@ from actors.models import (
     SelectResult,
     Weights,
 )
-from actors.partition import shard_of
+from actors.partition import partition
 from actors.ray_adapter import Fanout, Gathered, RayTransport
 
-_OWNER_CACHE_MAX = 1_000_000
 Calls = dict[int, tuple[str, tuple[Any, ...]]]
 
 
@@ -69,26 +68,9 @@ class _ClientBase:
         self._owner: dict[str, int] = {}
 
     # ---------------------------------------------------------------- ingest planning
-    def _owners(self, agent_ids: list[Any]) -> np.ndarray:
-        cache, n = self._owner, self.num_shards
-        if len(cache) > _OWNER_CACHE_MAX:
-            cache.clear()  # bounded: a fleet with churn must not grow this forever
-        get = cache.get
-        try:
-            owners = [get(a) for a in agent_ids] if n > 1 else [0] * len(agent_ids)
-        except TypeError:  # an unhashable id: route it to shard 0 to be rejected there
-            owners = [get(a) if isinstance(a, str) else 0 for a in agent_ids]
-        if None in owners:
-            for i, a in enumerate(agent_ids):
-                if owners[i] is None:
-                    # Non-string ids go to shard 0, which rejects them with a field error.
-                    owners[i] = cache[a] = shard_of(a, n) if isinstance(a, str) else 0
-        return np.array(owners, dtype=np.int64)
-
     def _plan_register(self, cols: SignalColumns) -> tuple[Calls, dict[int, np.ndarray]]:
-        owners = self._owners(cols.agent_ids)
-        positions = {s: np.flatnonzero(owners == s) for s in range(self.num_shards)}
-        positions = {s: p for s, p in positions.items() if len(p)}
+        parts = partition(cols.agent_ids, self.num_shards, self._owner)
+        positions = {s: p for s, p in enumerate(parts) if len(p)}
         calls: Calls = {s: ("register", (cols.take(p),)) for s, p in positions.items()}
         return calls, positions
 
