@@ -6,18 +6,41 @@ without a cluster; the Ray entry points below are loaded on first use.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["connect", "connect_async", "deploy", "teardown"]
+from actors.core.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    NotDeployed,
+    NotFound,
+    PayloadTooLarge,
+    RippleError,
+    Unavailable,
+)
+
+__all__ = [
+    "DeadlineExceeded",
+    "InvalidInput",
+    "NotDeployed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RippleError",
+    "Unavailable",
+    "connect",
+    "connect_async",
+    "deploy",
+    "teardown",
+]
+_LAZY = {
+    "connect": "actors.client",
+    "connect_async": "actors.client",
+    "deploy": "actors.client",
+    "teardown": "actors.cluster.deployment",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("connect", "connect_async"):
-        from actors import client
-
-        return getattr(client, name)
-    if name in ("deploy", "teardown"):
-        from actors import deployment
-
-        return getattr(deployment, name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

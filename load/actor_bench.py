@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 import actors
-from actors.client import AsyncRippleClient, RippleClient
-from actors.columns import columns_from_arrays
-from actors.config import ServiceConfig, ShardConfig
-from actors.deployment import ensure_ray
-from actors.models import NUM_DIMENSIONS, SelectRequest
+from actors.client.clients import AsyncRippleClient, RippleClient
+from actors.cluster.deployment import ensure_ray
+from actors.core.columns import columns_from_arrays
+from actors.core.config import ServiceConfig, ShardConfig
+from actors.core.models import NUM_DIMENSIONS, SelectRequest
 from load.common import Report, base_parser, percentiles_ms, section, time_calls
 
 BATCH = 1_000
@@ -31,7 +31,7 @@ NAMESPACE = "ripple-bench"
 def null_client(num_shards: int, namespace: str) -> AsyncRippleClient:
     import ray
 
-    from actors.shard_actor import NullShard
+    from load.null_shard import NullShard
 
     cls: Any = ray.remote(NullShard)
     shards = [
@@ -64,7 +64,7 @@ class NullRouter:
 def null_fanout(num_shards: int) -> Any:
     import ray
 
-    from actors.shard_actor import NullShard
+    from load.null_shard import NullShard
 
     shard_cls: Any = ray.remote(NullShard)
     router_cls: Any = ray.remote(NullRouter)

@@ -17,9 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from actors.config import ShardConfig
-from actors.models import DIMENSIONS, NUM_DIMENSIONS, SIGNAL_TYPES, PredictParams, SelectRequest
-from actors.shard_state import ShardState
+from actors.core.config import ShardConfig
+from actors.core.models import (
+    DIMENSIONS,
+    NUM_DIMENSIONS,
+    SIGNAL_TYPES,
+    PredictParams,
+    SelectRequest,
+)
+from actors.core.state import ShardState
 from load.common import Report, base_parser, percentiles_ms, section, throughput, time_calls
 
 BATCH = 1_000
@@ -150,7 +156,7 @@ def bench_select_candidates(report: Report, count: int, max_s: float) -> None:
         state.select(SelectRequest(candidates=cand_sets[next(it) % 64], k=1))
 
     # Floor: the same lookups and gather, then an argmax, with no semantics.
-    exp, kk, index = state._exp, state._k, state._index
+    exp, kk, index = state.table["exp"], state.table["k"], state.table.index
 
     def floor() -> None:
         rows = np.fromiter(map(index.__getitem__, cand_sets[next(it) % 64]), np.int64, 100)
@@ -172,7 +178,7 @@ def bench_top10(report: Report, n_agents: int, count: int, max_s: float) -> None
     req = SelectRequest(k=10)
     lat = percentiles_ms(time_calls(lambda: state.select(req), count=count, max_s=max_s, warmup=1))
     # Amplitudes, not expiries: equal timestamps would make the partition's input constant.
-    amp = state._k[:, : len(state)]
+    amp = state.table["k"][:, : len(state)]
 
     weights = np.full(len(amp), 1.0 / len(amp))
 
@@ -211,7 +217,7 @@ def bench_memory(report: Report, n_agents: int) -> None:
     )
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    full = int((state._hlen[: len(state)] == state.config.history_size).mean() * 100)
+    full = int((state.table["hlen"][: len(state)] == state.config.history_size).mean() * 100)
     report.add(
         "memory per agent, full 100-signal history",
         used / n_agents,

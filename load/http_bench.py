@@ -28,14 +28,16 @@ def start(port: int, shards: int) -> None:
     from ray import serve
 
     import actors
-    from actors.deployment import ensure_ray
+    from actors.cluster.deployment import ensure_ray
     from serve.app import build_app
 
     ensure_ray(None)
     actors.teardown(NAMESPACE)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
-        build_app({"namespace": NAMESPACE, "num_shards": shards, "sweep_interval_s": 60}),
+        build_app(
+            {"namespace": NAMESPACE, "num_shards": shards, "shard": {"sweep_interval_s": 60}}
+        ),
         name="ripple",
         route_prefix="/",
     )

@@ -169,8 +169,8 @@ def driver(address: str, smoke: bool) -> dict[str, Any]:
     from ray import serve
 
     import actors
-    from actors.config import ServiceConfig, ShardConfig
-    from actors.shard_actor import NullShard
+    from actors.core.config import ServiceConfig, ShardConfig
+    from load.null_shard import NullShard
     from serve.app import build_app
 
     ray.init(address=address, log_to_driver=False)

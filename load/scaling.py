@@ -34,9 +34,9 @@ def _generator(
     signals whatever S is (a client splitting a fixed batch S ways would measure per-call
     overhead, not the shards: that is what the batching helper is for).
     """
-    from actors.client import AsyncRippleClient
-    from actors.columns import columns_from_arrays
-    from actors.config import ServiceConfig
+    from actors.client.clients import AsyncRippleClient
+    from actors.core.columns import columns_from_arrays
+    from actors.core.config import ServiceConfig
 
     if nice:
         # The load generator must not starve the system it measures on a small box; the
@@ -98,8 +98,8 @@ def sweep(
     import ray
 
     import actors
-    from actors.config import ServiceConfig, ShardConfig
-    from actors.shard_actor import NullShard
+    from actors.core.config import ServiceConfig, ShardConfig
+    from load.null_shard import NullShard
 
     rows = []
     for s in shard_counts:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> Report:
     args = parser.parse_args(argv)
     if args.smoke:
         args.shards, args.seconds = [1, 2], 2.0
-    from actors.deployment import ensure_ray
+    from actors.cluster.deployment import ensure_ray
 
     ensure_ray(args.address)
     report = Report(

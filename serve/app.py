@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from actors.client import AsyncRippleClient, connect_async
-from actors.columns import columns_from_dicts
-from actors.config import ServiceConfig, ShardConfig
-from actors.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
-from actors.models import (
+from actors.cluster.deployment import deploy_actors
+from actors.core.columns import columns_from_dicts
+from actors.core.config import ServiceConfig
+from actors.core.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
+from actors.core.models import (
     MAX_SIGNALS_PER_BATCH,
     AgentView,
     IngestResult,
@@ -33,39 +34,8 @@ from actors.models import (
 )
 from serve.metrics import render_metrics
 
-log = logging.getLogger("ripple.serve")
-MAX_BODY_BYTES = 4 * 1024 * 1024  # 10,000 signals of ~300 bytes, with room
+log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
-
-
-class AppArgs(BaseModel):
-    """Application arguments (``serve run`` / the Serve config file / ``ripple up``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    namespace: str = "ripple"
-    num_shards: int = Field(2, ge=1, le=1024)
-    shard_num_cpus: float = Field(0.25, ge=0)
-    router_num_cpus: float = Field(0.1, ge=0)
-    replica_num_cpus: float = Field(0.25, ge=0)
-    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
-    sweep_interval_s: float = Field(5.0, gt=0)
-    shard_deadline_s: float = Field(2.0, gt=0)
-    max_ongoing_requests: int = Field(256, ge=1)
-    batch_max_size: int = Field(1000, ge=1, le=MAX_SIGNALS_PER_BATCH)
-    # 0: no waiting at low load; under load, requests queue while a batch is in flight and
-    # the next batch takes all of them, so batching comes from concurrency, not from delay.
-    batch_wait_timeout_s: float = Field(0.0, ge=0)
-
-    def service_config(self) -> ServiceConfig:
-        return ServiceConfig(
-            namespace=self.namespace,
-            num_shards=self.num_shards,
-            shard_num_cpus=self.shard_num_cpus,
-            router_num_cpus=self.router_num_cpus,
-            shard_deadline_s=self.shard_deadline_s,
-            shard=ShardConfig(sweep_interval_s=self.sweep_interval_s),
-        )
 
 
 class SignalsBody(BaseModel):
@@ -110,7 +80,7 @@ app.add_exception_handler(RequestValidationError, _request_validation_error)
 
 @app.middleware("http")
 async def limit_body_size(request: Request, call_next: Any) -> Response:
-    limit = getattr(request.app.state, "max_body_bytes", MAX_BODY_BYTES)
+    limit = getattr(request.app.state, "max_body_bytes", ServiceConfig().http.max_body_bytes)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         err = PayloadTooLarge(
@@ -141,25 +111,26 @@ def _ingest_response(result: IngestResult) -> JSONResponse:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 @serve.ingress(app)
 class RippleIngress:
-    def __init__(self, args: dict[str, Any] | None = None) -> None:
-        import actors
-
-        self.args = AppArgs.model_validate(args or {})
-        app.state.max_body_bytes = self.args.max_body_bytes
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = ServiceConfig.load(**(config or {}))
+        logging.basicConfig(level=self.config.log_level)
+        http = self.config.http
+        app.state.max_body_bytes = http.max_body_bytes
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
         # `serve run` / `serve deploy`, so every way of starting gives the same service.
-        actors.deploy(self.args.service_config())
-        self.client: AsyncRippleClient = connect_async(namespace=self.args.namespace)
+        deploy_actors(self.config)
+        self.client: AsyncRippleClient = connect_async(namespace=self.config.namespace)
         batcher: Any = self._batched_register
-        batcher.set_max_batch_size(self.args.batch_max_size)
-        batcher.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        batcher.set_max_batch_size(http.batch_max_size)
+        batcher.set_batch_wait_timeout_s(http.batch_wait_timeout_s)
 
     # ------------------------------------------------------------------ signals
     @app.post("/v1/signals", summary="Register a batch of signals (1-10,000)")
     async def post_signals(self, request: Request) -> JSONResponse:
         raw = await request.body()
-        if len(raw) > self.args.max_body_bytes:
-            raise PayloadTooLarge(f"body exceeds {self.args.max_body_bytes} bytes")
+        limit = self.config.http.max_body_bytes
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
         try:
             body = SignalsBody.model_validate_json(raw)
         except ValueError as exc:
@@ -279,11 +250,12 @@ class RippleIngress:
         )
 
 
-def build_app(args: dict[str, Any]) -> Any:
-    """Application builder for ``serve run serve.app:build_app`` and the Serve config."""
-    parsed = AppArgs.model_validate(args or {})
+def build_app(args: dict[str, Any] | None = None) -> Any:
+    """Application builder for ``serve run serve.app:build_app`` and the Serve config: its
+    ``args`` are a ``ServiceConfig`` (nested, as in the YAML file of ``ripple up --config``)."""
+    config = ServiceConfig.load(**(args or {}))
     ingress: Any = RippleIngress
     return ingress.options(
-        ray_actor_options={"num_cpus": parsed.replica_num_cpus},
-        max_ongoing_requests=parsed.max_ongoing_requests,
-    ).bind(json.loads(parsed.model_dump_json()))
+        ray_actor_options={"num_cpus": config.http.replica_num_cpus},
+        max_ongoing_requests=config.http.max_ongoing_requests,
+    ).bind(json.loads(config.model_dump_json()))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import os
 import signal
 import sys
@@ -12,37 +14,25 @@ from typing import Any
 
 import numpy as np
 
+from actors.core.config import ServiceConfig
+
+log = logging.getLogger(__name__)
+
 DEMO_AGENTS = 8
 
 
-def start_service(
-    *,
-    shards: int,
-    host: str,
-    port: int,
-    address: str | None,
-    namespace: str = "ripple",
-    sweep_interval_s: float = 5.0,
-) -> Any:
+def start_service(config: ServiceConfig, address: str | None = None) -> Any:
     """Start (or join) Ray, deploy the shards and the router, serve the HTTP API."""
     from ray import serve
 
-    import actors
-    from actors.config import ServiceConfig, ShardConfig
-    from actors.deployment import ensure_ray
+    from actors.client import deploy
+    from actors.cluster.deployment import ensure_ray
     from serve.app import build_app
 
     ensure_ray(address)
-    args = {"namespace": namespace, "num_shards": shards, "sweep_interval_s": sweep_interval_s}
-    client = actors.deploy(
-        ServiceConfig(
-            namespace=namespace,
-            num_shards=shards,
-            shard=ShardConfig(sweep_interval_s=sweep_interval_s),
-        )
-    )
-    serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name="ripple", route_prefix="/")
+    client = deploy(config)
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.run(build_app(config.model_dump(mode="json")), name="ripple", route_prefix="/")
     return client
 
 
@@ -102,11 +92,17 @@ def cmd_up(ns: argparse.Namespace) -> int:
     signalled: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
-    start_service(
-        shards=ns.shards, host=ns.host, port=ns.port, address=ns.address, namespace=ns.namespace
+    config = ServiceConfig.load(
+        ns.config,
+        num_shards=ns.shards,
+        namespace=ns.namespace,
+        log_level=ns.log_level,
+        http={"host": ns.host, "port": ns.port},
     )
-    url = f"http://{ns.host}:{ns.port}"
-    print(f"Ripple is up with {ns.shards} shard(s).", flush=True)
+    start_service(config, address=ns.address)
+    url = f"http://{config.http.host}:{config.http.port}"
+    log.info("config: %s", config.model_dump_json())
+    print(f"Ripple is up with {config.num_shards} shard(s).", flush=True)
     print(f"  API:     {url}/v1/select  (docs: {url}/docs)", flush=True)
     print(f"  metrics: {url}/metrics   health: {url}/healthz   ready: {url}/readyz", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
@@ -122,7 +118,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         stop.set()
         if demo is not None:
             demo.join(timeout=5)
-        stop_service(ns.namespace)
+        stop_service(config.namespace)
     return 0
 
 
@@ -150,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser(
         "up", help="start Ray (embedded unless --address), the shards and the HTTP API"
     )
-    up.add_argument("--shards", type=int, default=2)
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--config", default=None, help="YAML file of settings (see the README)")
+    up.add_argument("--shards", type=int, default=None, help="number of shards (default 2)")
+    up.add_argument("--host", default=None, help="HTTP host (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     up.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
-    up.add_argument("--namespace", default="ripple")
+    up.add_argument("--namespace", default=None, help="Ray namespace (default ripple)")
+    up.add_argument(
+        "--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
+    )
     up.add_argument(
         "--haproxy",
         action="store_true",
@@ -169,10 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="print shards, agents and readiness")
     status.add_argument("--url", default="http://127.0.0.1:8000")
     ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(ns, "log_level", None) or "INFO",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if ns.command == "bench":
-        from load.__main__ import main as bench_main
-
-        return bench_main(ns.args)
+        # Looked up by name: benchmarks sit above every layer, and no layer imports them.
+        bench_module: Any = importlib.import_module("load.__main__")
+        return int(bench_module.main(ns.args))
     return int(cmd_up(ns) if ns.command == "up" else cmd_status(ns))
 
 

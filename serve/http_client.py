@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from actors.buffer import SignalBuffer
-from actors.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
+from actors.client.buffer import SignalBuffer
+from actors.core.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
     404: NotFound,

@@ -19,9 +19,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from actors.columns import REJECT_REASONS
-from actors.core_metrics import Histogram, MetricsSnapshot
-from actors.models import SIGNAL_TYPES
+from actors.core.columns import REJECT_REASONS
+from actors.core.metrics import Histogram, MetricsSnapshot
+from actors.core.models import SIGNAL_TYPES
 
 STRATEGIES = ("best", "p2c", "weighted")
 PREDICTED = ("true", "false", "insufficient_data")

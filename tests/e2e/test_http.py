@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.deployment import SHARD_NAME
+from actors.cluster.deployment import SHARD_NAME
 from serve.http_client import RippleHTTPClient
 
 METRIC_NAMES = {
@@ -51,8 +51,8 @@ def service(ray_session, namespace) -> Iterator[dict[str, Any]]:
     args = {
         "namespace": namespace,
         "num_shards": 2,
-        "sweep_interval_s": 0.5,
-        "max_body_bytes": 256 * 1024,
+        "shard": {"sweep_interval_s": 0.5},
+        "http": {"max_body_bytes": 256 * 1024},
     }
     serve.run(build_app(args), name="e2e", route_prefix="/")
     down_ns = namespace + "-down"

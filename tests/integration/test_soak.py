@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import actors
-from actors.config import ServiceConfig, ShardConfig
+from actors.core.config import ServiceConfig, ShardConfig
 
 SOAK_S = 60.0
 AGENTS_PER_WAVE = 2_000

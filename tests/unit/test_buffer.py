@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.buffer import SignalBuffer
+from actors.client.buffer import SignalBuffer
 
 
 class FakeSink:

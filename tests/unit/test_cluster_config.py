@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -27,5 +28,11 @@ def test_cluster_yaml_passes_rays_launcher_schema() -> None:
 def test_a_broken_cluster_yaml_is_refused() -> None:
     raw = yaml.safe_load(CLUSTER.read_text())
     raw["available_node_types"]["ripple.worker"]["min_workers"] = "two"
-    with pytest.raises(Exception):  # noqa: B017 - jsonschema's error type is an implementation detail
+    with pytest.raises(jsonschema.ValidationError) as info:
         validate_config(prepare_config(raw))
+    assert info.value.instance == "two" and info.value.validator == "type"
+    assert list(info.value.absolute_path) == [
+        "available_node_types",
+        "ripple.worker",
+        "min_workers",
+    ]

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from actors.config import ServiceConfig
-from actors.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
-from actors.models import PredictParams, ScoresRequest, SelectRequest
-from actors.partition import shard_of
-from actors.ray_adapter import Fanout
-from actors.router import RouterCore
-from actors.shard_state import ShardState
+from actors.cluster.adapter import Fanout
+from actors.cluster.router import RouterCore
+from actors.core.config import ServiceConfig
+from actors.core.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
+from actors.core.models import PredictParams, ScoresRequest, SelectRequest
+from actors.core.partition import shard_of
+from actors.core.state import ShardState
 
 
 class FakeShardTransport:

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from actors.columns import columns_from_dicts
-from actors.ingest_lane import IngestLane
-from actors.models import SelectRequest
-from actors.shard_state import ShardState
+from actors.cluster.ingest_lane import IngestLane
+from actors.core.columns import columns_from_dicts
+from actors.core.models import SelectRequest
+from actors.core.state import ShardState
 
 from .helpers import sig
 

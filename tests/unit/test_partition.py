@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from actors.partition import owners, partition, shard_of
+from actors.core.partition import owners, partition, shard_of
 
 
 def test_partition_is_stable_complete_and_ordered() -> None:

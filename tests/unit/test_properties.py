@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.config import ShardConfig
-from actors.models import DEFAULT_WEIGHTS, DIMENSIONS, SelectRequest, Weights
-from actors.selection import merge_partials
-from actors.shard_state import ShardState
+from actors.core.config import ShardConfig
+from actors.core.merge import merge_partials
+from actors.core.models import DEFAULT_WEIGHTS, DIMENSIONS, SelectRequest, Weights
+from actors.core.state import ShardState
 
 from .conftest import Clock
 

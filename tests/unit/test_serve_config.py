@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve.app import AppArgs
+from actors.core.config import ServiceConfig
 
 CONFIG = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
 
@@ -17,5 +17,6 @@ def test_serve_config_validates_with_rays_schema() -> None:
     schema = ServeDeploySchema.model_validate(raw)
     (app,) = schema.applications
     assert app.import_path == "serve.app:build_app" and app.route_prefix == "/"
-    args = AppArgs.model_validate(app.args)
-    assert args.num_shards == 4 and args.service_config().num_shards == 4
+    config = ServiceConfig.load(**app.args)
+    assert config.num_shards == 4 and config.http.replica_num_cpus == 1.0
+    assert config.shard.sweep_interval_s == 5.0

@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
-from actors.config import ShardConfig
-from actors.errors import InvalidInput, NotFound
-from actors.models import PredictParams, SelectRequest, Weights
-from actors.shard_state import ShardState
+from actors.core.config import ShardConfig
+from actors.core.errors import InvalidInput, NotFound
+from actors.core.models import PredictParams, SelectRequest, Weights
+from actors.core.state import ShardState
 
 from .helpers import sig
 
@@ -356,11 +356,11 @@ def test_churn_does_not_leak(clock) -> None:
         clock.advance(2)
         state.ingest_dicts([sig("resident", "LOAD", 0.5, ttl_s=3600)])
         state.sweep()
-        caps.append(state._cap)
+        caps.append(state.table.capacity)
     assert len(state) == 1 and state.agent_ids() == ["resident"]
     assert state.agent("resident").history_length == 31
     assert caps[-1] == caps[2]  # storage stopped growing after the first generations
-    assert len(state._index) == 1
+    assert len(state.table.index) == 1
 
 
 def test_delete_removes_state_and_history_and_keeps_others_intact(state) -> None:

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from actors.columns import columns_from_arrays, columns_from_dicts, validate
-from actors.errors import InvalidInput, NotFound, RippleError
-from actors.models import SelectRequest, Signal, Weights
-from actors.shard_state import ShardState
+from actors.core.columns import columns_from_arrays, columns_from_dicts, validate
+from actors.core.errors import InvalidInput, NotFound, RippleError
+from actors.core.models import SelectRequest, Signal, Weights
+from actors.core.state import ShardState
 
 from .helpers import sig
 
@@ -60,7 +60,7 @@ def test_agent_id_pattern(agent_id: str) -> None:
 
 def test_edge_values_and_id_characters_are_accepted() -> None:
     ok = [
-        sig("A-z_0.9:x@y/z", "LOAD", 0.0),
+        sig("A-z_0.9:x@y", "LOAD", 0.0),
         sig("b" * 128, "COST", 1.0, confidence=0.0, ttl_s=3600),
     ]
     for item in ok:
@@ -162,26 +162,40 @@ def test_errors_survive_pickling_with_their_fields() -> None:
     assert pickle.loads(pickle.dumps(NotFound("gone"))).http_status == 404
 
 
-finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 2))
+# Every wrong type a JSON body or a Python caller can send in place of a number: booleans
+# (an int subclass) and numeric strings must be rejected, never coerced.
+wrong_types = st.one_of(st.booleans(), st.sampled_from(["0.5", "1", "nan", ""]), st.none())
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 2), wrong_types
+)
+timestamps = st.one_of(
+    st.floats(NOW - 4000, NOW + 10),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.booleans(),
+    st.sampled_from([str(NOW), "2023-11-14T22:13:20Z", "2023-11-14T22:13:20"]),
+    st.none(),
+)
 item_strategy = st.fixed_dictionaries(
     {
         "agent_id": st.one_of(
-            st.from_regex(r"[A-Za-z0-9._:@/-]{1,130}", fullmatch=True), st.text(max_size=5)
+            st.from_regex(r"[A-Za-z0-9._:@/-]{1,130}", fullmatch=True),
+            st.text(max_size=5),
+            st.integers(0, 3),
         ),
         "signal_type": st.sampled_from(["LOAD", "CAPACITY", "LATENCY", "load", "NOPE"]),
         "value": finite_or_not,
     },
     optional={
         "confidence": finite_or_not,
-        "ttl_s": st.one_of(st.floats(-1, 4000), st.just(math.nan)),
-        "timestamp": st.floats(NOW - 4000, NOW + 10),
+        "ttl_s": st.one_of(st.floats(-1, 4000), st.just(math.nan), wrong_types),
+        "timestamp": timestamps,
     },
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(item_strategy, min_size=1, max_size=20))
-def test_columnar_validator_agrees_with_the_pydantic_model(items: list[dict]) -> None:
+def model_accepts(items: list[dict]) -> list[int]:
+    """Indices the pydantic model (the slow path) accepts, with the receipt-time rules."""
     expected = []
     for i, item in enumerate(items):
         try:
@@ -191,4 +205,73 @@ def test_columnar_validator_agrees_with_the_pydantic_model(items: list[dict]) ->
         ts = NOW if s.timestamp is None else s.timestamp
         if ts <= NOW + 5 and ts + s.ttl_s > NOW:  # the time rules need the receipt clock
             expected.append(i)
+    return expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(item_strategy, min_size=1, max_size=20))
+def test_columnar_validator_agrees_with_the_pydantic_model(items: list[dict]) -> None:
+    """A signal's fate never depends on its neighbours: each item alone and in the mixed
+    batch gets the model's verdict, through dicts and through columns alike."""
+    expected = model_accepts(items)
     assert check(items) == expected
+    assert [i for i, item in enumerate(items) if check([item]) == [0]] == expected
+    cols = columns_from_arrays(
+        [d["agent_id"] for d in items],
+        [d["signal_type"] for d in items],
+        [d["value"] for d in items],
+        confidences=[d.get("confidence", 1.0) for d in items],
+        ttls_s=[d.get("ttl_s", 60.0) for d in items],
+        timestamps_s=[d.get("timestamp") for d in items],
+    )
+    vb = validate(cols, NOW, max_ttl_s=3600, max_future_skew_s=5)
+    # The columns API has no "absent" for confidence/ttl: an explicit None there is wrong.
+    assert vb.index.tolist() == model_accepts(
+        [
+            {**d, "confidence": d.get("confidence", 1.0), "ttl_s": d.get("ttl_s", 60.0)}
+            for d in items
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "field,bad",
+    [
+        ("value", True),
+        ("value", "0.5"),
+        ("confidence", False),
+        ("ttl_s", "30"),
+        ("timestamp", math.nan),
+    ],
+)
+def test_a_wrong_type_is_rejected_alone_and_among_valid_items(field: str, bad: object) -> None:
+    """Regression: the columnar fast path took True as 1.0, numeric strings, and a NaN
+    timestamp as "no timestamp" when the rest of the batch was valid."""
+    bad_item = {**sig("a", "LOAD", 0.5), field: bad}
+    with pytest.raises(ValidationError):
+        Signal(**bad_item)
+    batch = [sig(f"ok-{i}", "LOAD", 0.5) for i in range(5)]
+    assert check([bad_item]) == []
+    assert check([*batch, bad_item]) == [0, 1, 2, 3, 4]
+    arrays = [np.array([0.5, 0.5]), np.array([True, True]), np.array(["0.5", "0.5"])]
+    for arr in arrays[1:]:
+        cols = columns_from_arrays(["a", "b"], ["LOAD", "LOAD"], arr)
+        assert validate(cols, NOW, max_ttl_s=3600, max_future_skew_s=5).index.tolist() == []
+    cols = columns_from_arrays(
+        ["a", "b"], ["LOAD", "LOAD"], arrays[0], timestamps_s=[NOW, math.nan]
+    )
+    assert validate(cols, NOW, max_ttl_s=3600, max_future_skew_s=5).index.tolist() == [0]
+
+
+def test_agent_ids_with_a_slash_are_rejected_with_a_hint() -> None:
+    """Every id must be one URL path segment (``/v1/agents/{id}``)."""
+    with pytest.raises(ValidationError, match="namespace with ':'"):
+        Signal(agent_id="team/agent-7", signal_type="LOAD", value=0.5)
+    vb = validate(
+        columns_from_dicts([sig("team/agent-7", "LOAD", 0.5), sig("team:agent-7", "LOAD", 0.5)]),
+        NOW,
+        max_ttl_s=3600,
+        max_future_skew_s=5,
+    )
+    assert vb.index.tolist() == [1]
+    assert vb.rejected[0].field == "agent_id" and "':'" in vb.rejected[0].error

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actors.errors import DeadlineExceeded, RippleError, Unavailable
+from actors.core.errors import DeadlineExceeded, RippleError, Unavailable
 
 
 class Transport(Protocol):

@@ -7,14 +7,17 @@ does not pass through here: clients send signals straight to the owning shards.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import numpy as np
 
-from actors.config import ServiceConfig
-from actors.core_metrics import MetricsSnapshot
-from actors.models import (
+from actors.cluster.adapter import Fanout, Gathered
+from actors.core.config import ServiceConfig
+from actors.core.merge import Partial, merge_partials
+from actors.core.metrics import MetricsSnapshot
+from actors.core.models import (
     AgentView,
     OverloadPrediction,
     PredictParams,
@@ -23,9 +26,9 @@ from actors.models import (
     SelectRequest,
     SelectResult,
 )
-from actors.partition import partition, shard_of
-from actors.ray_adapter import Fanout, Gathered
-from actors.selection import Partial, merge_partials
+from actors.core.partition import partition, shard_of
+
+log = logging.getLogger(__name__)
 
 
 class RouterCore:
@@ -84,12 +87,20 @@ class RouterCore:
             sel.reserved = sel.agent_id in ok
 
     def _record(self, strategy: str, ages: np.ndarray, took_s: float, got: Gathered) -> None:
-        m = self.metrics
-        m.count(m.selections_total, strategy)
-        m.selection(strategy).observe(took_s)
-        m.signal_age_s.observe_many(ages[np.isfinite(ages)])
+        self.metrics.record_selection(strategy, ages, took_s)
         if got.degraded:
             self.degraded_total += 1
+            self._log_degraded("select", got)
+
+    @staticmethod
+    def _log_degraded(what: str, got: Gathered) -> None:
+        log.warning(
+            "%s answered degraded (%d of %d shards): %s",
+            what,
+            got.answered,
+            got.asked,
+            "; ".join(f"shard {s}: {why}" for s, why in sorted(got.failures.items())),
+        )
 
     async def scores(self, req: ScoresRequest) -> ScoresResult:
         ids = list(dict.fromkeys(req.agent_ids))
@@ -100,6 +111,8 @@ class RouterCore:
         }
         got = await self.fanout.gather(calls)
         self.fanout.all_ok(got)
+        if got.degraded:
+            self._log_degraded("scores", got)
         merged = {a: sc for part in got.results.values() for a, sc in part.items()}
         return ScoresResult.model_construct(
             scores={a: merged[a] for a in ids if a in merged},
@@ -129,6 +142,8 @@ class RouterCore:
     async def overloads(self, params: PredictParams) -> dict[str, Any]:
         got = await self._all("overloads", params)
         self.fanout.all_ok(got)
+        if got.degraded:
+            self._log_degraded("overloads", got)
         items = sorted(
             (p for part in got.results.values() for p in part),
             key=lambda p: -(p.probability or 0.0),
@@ -179,8 +194,9 @@ class RouterActor(RouterCore):
     """Ray actor shell: builds the Ray transport from the shard handles it is given."""
 
     def __init__(self, shard_handles: list[Any], config: ServiceConfig) -> None:
-        from actors.ray_adapter import RayTransport
+        from actors.cluster.adapter import RayTransport
 
+        logging.basicConfig(level=config.log_level)
         super().__init__(Fanout(RayTransport(shard_handles), config.shard_deadline_s), config)
 
     async def ping(self) -> bool:

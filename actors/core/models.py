@@ -1,6 +1,6 @@
 """Pydantic models for everything that crosses an edge (HTTP, the Ray client, the core API).
 
-The hot ingest path does not build one model per signal: ``actors.columns`` applies the
+The hot ingest path does not build one model per signal: ``actors.core.columns`` applies the
 same rules to whole columns with numpy. ``tests/unit/test_columns.py`` checks that the two
 agree. Timestamps: unix seconds, or an RFC 3339 string / ``datetime`` *with* a zone. A naive
 datetime is rejected, because guessing its zone silently shifts data by hours.
@@ -9,21 +9,24 @@ datetime is rejected, because guessing its zone silently shifts data by hours.
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
-AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@/-]{1,128}$"
+# No "/": every id must be one URL path segment (``/v1/agents/{agent_id}``).
+AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
 MAX_TTL_S = 3600.0
 DEFAULT_TTL_S = 60.0
 MAX_FUTURE_SKEW_S = 5.0
@@ -52,8 +55,32 @@ LOAD_CODE = TYPE_CODE["LOAD"]
 # LOAD, COST and LATENCY are "lower is better": their score is 1 - value.
 INVERTED = np.array([t in ("LOAD", "COST", "LATENCY") for t in TYPE_CODE], dtype=bool)
 
-AgentId = Annotated[str, StringConstraints(pattern=AGENT_ID_PATTERN)]
-UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+def agent_id_problem(agent_id: Any) -> str:
+    """Why ``agent_id`` is not a valid id (the same words on every path)."""
+    if not isinstance(agent_id, str):
+        return f"must be a string, got {type(agent_id).__name__}"
+    if "/" in agent_id:
+        return (
+            "must not contain '/': every id is one URL path segment; "
+            "namespace with ':' instead, e.g. 'team:agent-7'"
+        )
+    return "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
+
+
+def _check_agent_id(value: str) -> str:
+    if _AGENT_ID_RE.match(value) is None:
+        raise ValueError(agent_id_problem(value))
+    return value
+
+
+AgentId = Annotated[
+    str,
+    Field(strict=True, json_schema_extra={"pattern": AGENT_ID_PATTERN}),
+    AfterValidator(_check_agent_id),
+]
+# Strict: a boolean or a numeric string is an error, never coerced (as in ``columns``).
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
 
 
 def timestamp_to_unix_s(value: Any) -> float | None:
@@ -92,7 +119,7 @@ class SignalBody(BaseModel):
     signal_type: SignalType
     value: UnitFloat
     confidence: UnitFloat = 1.0
-    ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False)
+    ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False, strict=True)
     timestamp: float | None = Field(
         None, description="unix seconds; RFC 3339 with a zone is accepted and converted"
     )
@@ -124,7 +151,7 @@ class Weights(BaseModel):
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> Weights:
-        if sum(self.as_tuple()) <= 0.0:
+        if max(self.as_tuple()) <= 0.0:
             raise ValueError("at least one weight must be positive")
         return self
 
@@ -132,8 +159,10 @@ class Weights(BaseModel):
         return tuple(float(getattr(self, d) or 0.0) for d in DIMENSIONS)
 
     def vector(self) -> np.ndarray:
-        """Weights in column order, normalised to sum to 1."""
+        """Weights in column order, normalised to sum to 1. Scaled by the largest first,
+        so weights near the float limit (whose sum would overflow to inf) still work."""
         w = np.array(self.as_tuple(), dtype=np.float64)
+        w /= w.max()
         return w / w.sum()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from actors.config import ServiceConfig
-from actors.errors import InvalidInput, NotDeployed
+from actors.core.config import ServiceConfig
+from actors.core.errors import DeadlineExceeded, InvalidInput, NotDeployed
 
 SHARD_NAME = "ripple-shard-{index}"
 ROUTER_NAME = "ripple-router-{index}"
@@ -33,19 +33,18 @@ def _actor_options(config: ServiceConfig, name: str, num_cpus: float) -> dict[st
     }
 
 
-def deploy(
+def deploy_actors(
     config: ServiceConfig | None = None, address: str | None = None, **overrides: Any
-) -> Any:
-    """Create the shards and routers of ``config`` (or return the existing ones).
+) -> ServiceConfig:
+    """Create the shards and routers of ``config`` (or keep the existing ones).
 
-    Returns a connected ``RippleClient``. Calling it again with the same shape is a no-op;
-    with a different number of shards it refuses, since that would re-home every agent.
+    Returns the config deployed. Calling it again with the same shape is a no-op; with a
+    different number of shards it refuses, since that would re-home every agent.
     """
     import ray
 
-    from actors.client import connect
-    from actors.router import RouterActor
-    from actors.shard_actor import ShardActor
+    from actors.cluster.router import RouterActor
+    from actors.cluster.shard import ShardActor
 
     config = config or ServiceConfig()
     if overrides:
@@ -72,7 +71,7 @@ def deploy(
         opts |= {"max_restarts": -1, "max_task_retries": 0, "scheduling_strategy": "SPREAD"}
         if config.shard_memory_bytes:
             opts["memory"] = config.shard_memory_bytes
-        shards.append(shard_cls.options(**opts).remote(i, config.shard))
+        shards.append(shard_cls.options(**opts).remote(i, config.shard, config.log_level))
     router_cls: Any = ray.remote(RouterActor)
     routers: list[Any] = [
         router_cls.options(
@@ -83,14 +82,12 @@ def deploy(
     ]
     # Wait until every actor is placed and answering, so deploy() returning means ready.
     ray.get([s.ping.remote() for s in shards] + [r.ping.remote() for r in routers])
-    return connect(namespace=config.namespace)
+    return config
 
 
 def teardown(namespace: str = "ripple", max_actors: int = 4096) -> int:
     """Kill every Ripple actor in ``namespace``; returns how many were removed."""
     import ray
-
-    from actors.client import find_actor_names
 
     killed = 0
     for name in find_actor_names(namespace)[:max_actors]:
@@ -100,6 +97,46 @@ def teardown(namespace: str = "ripple", max_actors: int = 4096) -> int:
         except ValueError:
             continue
     return killed
+
+
+def find_actor_names(namespace: str) -> list[str]:
+    import ray
+
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(
+        a["name"]
+        for a in named
+        if a.get("namespace") == namespace and a["name"].startswith("ripple-")
+    )
+
+
+def locate(
+    namespace: str, address: str | None, timeout_s: float
+) -> tuple[list[Any], list[Any], ServiceConfig]:
+    """Handles of a running deployment's routers and shards, and its config."""
+    import ray
+
+    ensure_ray(address)
+    router = require_router(namespace)
+    try:
+        info = ray.get(router.describe.remote(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise DeadlineExceeded(
+            f"router in {namespace!r} did not answer in {timeout_s:g} s"
+        ) from exc
+    config = ServiceConfig.model_validate(info["config"])
+    try:
+        shards = [
+            ray.get_actor(SHARD_NAME.format(index=i), namespace=namespace)
+            for i in range(info["num_shards"])
+        ]
+        routers = [
+            ray.get_actor(ROUTER_NAME.format(index=j), namespace=namespace)
+            for j in range(config.num_routers)
+        ]
+    except ValueError as exc:
+        raise NotDeployed(f"Ripple in {namespace!r} is only partly deployed: {exc}") from exc
+    return routers, shards, config
 
 
 def require_router(namespace: str) -> Any:

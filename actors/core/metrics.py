@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.core.models import SIGNAL_TYPES
+
 # Bucket upper bounds, in seconds. Registration is amortised per signal (microseconds);
 # selection is per call; signal age spans seconds up to the maximum TTL.
 REGISTRATION_BUCKETS_S: tuple[float, ...] = (
@@ -102,6 +104,27 @@ class MetricsSnapshot:
 
     def selection(self, strategy: str) -> Histogram:
         return self.selection_s.setdefault(strategy, Histogram(SELECTION_BUCKETS_S))
+
+    # ---------------------------------------------------------- recording, in one place
+    def record_ingest(
+        self, codes: np.ndarray, reasons: dict[str, int], took_s: float, total: int
+    ) -> None:
+        per_signal_s = took_s / max(total, 1)
+        for code, count in zip(*np.unique(codes, return_counts=True), strict=True):
+            name = SIGNAL_TYPES[int(code)].value
+            self.count(self.signals_total, name, int(count))
+            self.registration(name).observe(per_signal_s, int(count))
+        for reason, count in reasons.items():
+            self.count(self.rejected_total, reason, count)
+
+    def record_selection(self, strategy: str, ages_s: np.ndarray, took_s: float) -> None:
+        self.count(self.selections_total, strategy)
+        self.selection(strategy).observe(took_s)
+        self.signal_age_s.observe_many(ages_s[np.isfinite(ages_s)])
+
+    def record_prediction(self, will_overload: bool | None) -> None:
+        key = "insufficient_data" if will_overload is None else str(will_overload).lower()
+        self.count(self.predictions_total, key)
 
     def merge(self, other: MetricsSnapshot) -> None:
         for mine, theirs in (

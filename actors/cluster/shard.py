@@ -9,15 +9,16 @@ is synchronous CPU work, so no coroutine awaits in the middle of changing state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 from typing import Any
 
-from actors.columns import SignalColumns
-from actors.config import ShardConfig
-from actors.core_metrics import MetricsSnapshot
-from actors.ingest_lane import IngestLane
-from actors.models import (
+from actors.cluster.ingest_lane import IngestLane
+from actors.core.columns import SignalColumns
+from actors.core.config import ShardConfig
+from actors.core.merge import Partial
+from actors.core.metrics import MetricsSnapshot
+from actors.core.models import (
     AgentScore,
     AgentView,
     IngestResult,
@@ -26,8 +27,9 @@ from actors.models import (
     SelectRequest,
     Weights,
 )
-from actors.selection import Partial
-from actors.shard_state import ShardState
+from actors.core.state import ShardState
+
+log = logging.getLogger(__name__)
 
 
 def _node_id() -> str | None:
@@ -40,6 +42,15 @@ def _node_id() -> str | None:
         return None
 
 
+def _was_restarted() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:
+        return False
+
+
 def rss_bytes() -> int:
     """Resident memory of this process (Linux), for the memory benchmark."""
     try:
@@ -50,12 +61,20 @@ def rss_bytes() -> int:
 
 
 class ShardActor:
-    def __init__(self, shard_index: int, config: ShardConfig) -> None:
+    def __init__(self, shard_index: int, config: ShardConfig, log_level: str = "INFO") -> None:
+        logging.basicConfig(level=log_level)
         self.shard_index = shard_index
         self.state = ShardState(config)
         self.lane = IngestLane(self.state.ingest)
         self._sweeper: asyncio.Task[None] | None = None
         self.sweeps = 0
+        self.failed_sweeps = 0
+        self.restarted = _was_restarted()
+        if self.restarted:
+            # No checkpointing yet: the restarted shard starts empty until agents report.
+            log.warning(
+                "shard %d restarted (pid %d): its state starts empty", shard_index, os.getpid()
+            )
 
     def _ensure_sweeper(self) -> None:
         # Created lazily: the constructor does not run inside the actor's event loop.
@@ -66,9 +85,12 @@ class ShardActor:
         interval = self.state.config.sweep_interval_s
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):  # a failed sweep must not stop future ones
+            try:
                 self.state.sweep()
                 self.sweeps += 1
+            except Exception:  # a failed sweep must not stop future ones, nor go unseen
+                self.failed_sweeps += 1
+                log.exception("shard %d: expiry sweep failed", self.shard_index)
 
     async def ping(self) -> dict[str, Any]:
         self._ensure_sweeper()
@@ -112,25 +134,20 @@ class ShardActor:
     async def sweep(self) -> dict[str, int]:
         return self.state.sweep()
 
-    async def stats(self) -> dict[str, int]:
+    async def stats(self) -> dict[str, Any]:
         self._ensure_sweeper()
-        return {"shard": self.shard_index, **self.state.stats()}
+        return {
+            "shard": self.shard_index,
+            **self.state.stats(),
+            "pid": os.getpid(),
+            "node_id": _node_id(),
+            "restarted": self.restarted,
+            "sweeps": self.sweeps,
+            "failed_sweeps": self.failed_sweeps,
+        }
 
     async def metrics(self) -> MetricsSnapshot:
         return self.state.metrics_snapshot()
 
     async def snapshot(self) -> bytes:
         return self.state.snapshot()
-
-
-class NullShard:
-    """The benchmark ceiling: accepts the same batches and does nothing with them."""
-
-    def __init__(self, shard_index: int = 0, config: ShardConfig | None = None) -> None:
-        self.shard_index = shard_index
-
-    async def ping(self) -> dict[str, Any]:
-        return {"shard": self.shard_index, "pid": os.getpid(), "agents": 0}
-
-    async def register(self, cols: SignalColumns) -> IngestResult:
-        return IngestResult.model_construct(accepted=len(cols), rejected=[])

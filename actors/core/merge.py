@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actors.models import DIMENSIONS, SelectedAgent, SelectRequest, SelectResult
+from actors.core.models import DIMENSIONS, SelectedAgent, SelectRequest, SelectResult
 
 
 @dataclass
@@ -67,6 +67,8 @@ def merge_order(scores: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 def concat(parts: list[Partial]) -> Partial:
+    if not parts:  # an empty candidate list asks no shard at all
+        return Partial.empty()
     if len(parts) == 1:
         return parts[0]
     return Partial(
@@ -101,6 +103,44 @@ def _interleave_samples(
     return out
 
 
+def weighted_sample(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(k, len(weights))`` positions drawn without replacement, each draw in
+    proportion to weight (Efraimidis-Spirakis keys). Zero weights are drawn last, at
+    random, so the answer has ``k`` items however few weights are positive."""
+    n = len(weights)
+    if n == 0:
+        return np.empty(0, np.int64)
+    u = rng.random(n)
+    with np.errstate(divide="ignore"):
+        keys = np.where(weights > 0, np.log(u) / np.where(weights > 0, weights, 1.0), -np.inf)
+    return np.lexsort((rng.random(n), keys))[::-1][:k]
+
+
+def _p2c_winners(
+    merged: Partial, parts: list[Partial], k: int, d: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k power-of-d picks: each pick is the best of d candidates drawn at random from
+    those not chosen yet. The shards sent uniform samples of up to k*d each; once fewer
+    than d unseen remain (fewer than k*d eligible in all), a pick draws from every
+    candidate not chosen yet, so k are returned whenever k are eligible."""
+    offsets = np.cumsum([0] + [len(p.agent_ids) for p in parts])
+    seq = [int(offsets[s] + i) for s, i in _interleave_samples(parts, k * d, rng)]
+    chosen: list[int] = []
+    pos = 0
+    for _ in range(min(k, len(seq))):
+        if pos + d <= len(seq):
+            group = np.array(seq[pos : pos + d], np.int64)
+            pos += d
+        else:
+            taken = set(chosen)
+            rest = np.array([i for i in seq if i not in taken], np.int64)
+            group = rest[rng.permutation(len(rest))[:d]]
+        sc = merged.scores[group]
+        chosen.append(int(rng.choice(group[sc == sc.max()])))
+    idx = np.array(chosen, dtype=np.int64)
+    return idx[merge_order(merged.scores[idx], merged.keys[idx])]
+
+
 def merge_partials(
     parts: list[Partial],
     request: SelectRequest,
@@ -113,18 +153,7 @@ def merge_partials(
     k = request.k
     merged = concat(parts)
     if request.strategy == "p2c":
-        d = request.p2c_choices
-        offsets = np.cumsum([0] + [len(p.agent_ids) for p in parts])
-        picks = np.array(
-            [offsets[s] + i for s, i in _interleave_samples(parts, k * d, rng)], dtype=np.int64
-        )
-        winners = []
-        for g in range(0, len(picks), d):
-            group = picks[g : g + d]
-            sc = merged.scores[group]
-            winners.append(int(rng.choice(group[sc == sc.max()])))
-        idx = np.array(winners, dtype=np.int64)
-        idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
+        idx = _p2c_winners(merged, parts, k, request.p2c_choices, rng)
     else:
         # A lone partial is already in (score, key) order; only a real merge needs a sort.
         order = (
@@ -136,9 +165,7 @@ def merge_partials(
             idx = order[:k]
         else:  # weighted: sample k from the global top pool, proportional to score
             pool = order[: max(k, request.weighted_pool)]
-            w = merged.scores[pool]
-            p = w / w.sum() if w.sum() > 0 else None
-            idx = pool[rng.choice(len(pool), size=min(k, len(pool)), replace=False, p=p)]
+            idx = pool[weighted_sample(merged.scores[pool], k, rng)]
             idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
     selected = [
         SelectedAgent.model_construct(

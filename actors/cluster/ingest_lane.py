@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from actors.columns import SignalColumns
-from actors.models import IngestResult, RejectedItem
+from actors.core.columns import SignalColumns
+from actors.core.models import IngestResult, RejectedItem
 
 DEFAULT_MAX_MERGED_SIGNALS = 20_000
 

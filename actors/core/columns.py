@@ -1,6 +1,6 @@
 """Batch validation of signals as columns.
 
-Applies the rules of ``actors.models.Signal`` to a whole batch at once with numpy, so the
+Applies the rules of ``actors.core.models.Signal`` to a whole batch at once with numpy, so the
 ingest hot path never builds one pydantic object per signal. Each invalid item is reported
 with its index, field and reason; valid items go on. Nothing is clamped.
 """
@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from actors.errors import InvalidInput
-from actors.models import (
+from actors.core.errors import InvalidInput
+from actors.core.models import (
     AGENT_ID_PATTERN,
     DEFAULT_TTL_S,
     MAX_TRACE_ID_LEN,
     TYPE_CODE,
     RejectedItem,
     Signal,
+    agent_id_problem,
     timestamp_to_unix_s,
 )
 
@@ -95,44 +96,66 @@ class SignalColumns:
 
 
 def _type_code(t: Any) -> int:
-    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
-        return int(t) if 0 <= int(t) < len(TYPE_CODE) else -1
+    """Code of a signal type name; -1 for anything else (integer codes are accepted only
+    as a whole integer column, in ``columns_from_arrays``)."""
     try:
         return TYPE_CODE.get(t, -1)
     except TypeError:  # unhashable
         return -1
 
 
-def _float_column(raw: list[Any], name: str, structural: dict[int, tuple[str, str]]) -> np.ndarray:
-    try:
+# Exactly the Python types the strict pydantic model takes for a number (bool is an int
+# subclass, so it must be excluded by type, not by isinstance).
+_NUMBER_TYPES = frozenset({float, int})
+_TIMESTAMP_FAST_TYPES = frozenset({float, int, type(None)})
+
+
+def _is_number(v: Any) -> bool:
+    return (type(v) in _NUMBER_TYPES) or (
+        isinstance(v, (np.floating, np.integer)) and not isinstance(v, np.bool_)
+    )
+
+
+def _float_column(raw: Any, name: str, structural: dict[int, tuple[str, str]]) -> np.ndarray:
+    """A float column from a list or an array; anything but a real number (a boolean, a
+    numeric string, None) is a structural error for its item, never coerced."""
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "iuf":
         return np.asarray(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        out = np.empty(len(raw), dtype=np.float64)
-        for i, v in enumerate(raw):
-            try:
-                if isinstance(v, bool):
-                    raise TypeError
-                out[i] = float(v)
-            except (TypeError, ValueError):
-                out[i] = np.nan
-                structural.setdefault(i, (name, "must be a number"))
-        return out
+    items = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
+    if set(map(type, items)) <= _NUMBER_TYPES:
+        return np.asarray(items, dtype=np.float64)
+    out = np.empty(len(items), dtype=np.float64)
+    for i, v in enumerate(items):
+        if _is_number(v):
+            out[i] = float(v)
+        else:
+            out[i] = np.nan
+            structural.setdefault(i, (name, f"must be a number, got {type(v).__name__}"))
+    return out
 
 
-def _timestamp_column(raw: list[Any], structural: dict[int, tuple[str, str]]) -> np.ndarray:
-    try:
-        return np.asarray(raw, dtype=np.float64)  # None becomes NaN: "time of receipt"
-    except (TypeError, ValueError):
-        out = np.full(len(raw), np.nan)
-        for i, v in enumerate(raw):
-            try:
-                ts = timestamp_to_unix_s(v)
-            except ValueError as exc:
-                structural.setdefault(i, ("timestamp", str(exc)))
-                continue
-            if ts is not None:
-                out[i] = ts
+def _timestamp_column(raw: Any, structural: dict[int, tuple[str, str]]) -> np.ndarray:
+    """Unix seconds; NaN inside the columns means "not given" (time of receipt). A given
+    NaN, boolean or numeric string is a structural error, as in the pydantic model."""
+    items = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
+    if set(map(type, items)) <= _TIMESTAMP_FAST_TYPES:
+        out = np.asarray(items, dtype=np.float64)  # None becomes NaN: "time of receipt"
+        for i in np.flatnonzero(np.isnan(out)).tolist():
+            if items[i] is not None:
+                structural.setdefault(i, ("timestamp", "must be a finite unix time, got nan"))
         return out
+    out = np.full(len(items), np.nan)
+    for i, v in enumerate(items):
+        try:
+            if isinstance(v, (np.floating, np.integer)) and not isinstance(v, np.bool_):
+                v = v.item()
+            ts = timestamp_to_unix_s(v)
+        except ValueError as exc:
+            structural.setdefault(i, ("timestamp", str(exc)))
+            continue
+        if ts is not None:
+            out[i] = ts
+    return out
 
 
 def columns_from_dicts(items: Sequence[Any]) -> SignalColumns:
@@ -199,27 +222,19 @@ def columns_from_arrays(
         codes = np.fromiter((_type_code(t) for t in types.tolist()), np.int64, n)
 
     def col(raw: Any, default: float, name: str) -> np.ndarray:
-        if raw is None:
-            return np.full(n, default)
-        arr = raw if isinstance(raw, np.ndarray) else _float_column(list(raw), name, structural)
-        return np.asarray(arr, dtype=np.float64)
+        return np.full(n, default) if raw is None else _float_column(raw, name, structural)
 
-    ts = (
-        np.full(n, np.nan)
-        if timestamps_s is None
-        else (
-            np.asarray(timestamps_s, dtype=np.float64)
-            if isinstance(timestamps_s, np.ndarray)
-            else _timestamp_column(list(timestamps_s), structural)
-        )
-    )
     return SignalColumns(
         agent_ids=list(agent_ids),
         type_codes=codes,
         values=col(values, np.nan, "value"),
         confidences=col(confidences, 1.0, "confidence"),
         ttls_s=col(ttls_s, DEFAULT_TTL_S, "ttl_s"),
-        timestamps_s=ts,
+        timestamps_s=(
+            np.full(n, np.nan)
+            if timestamps_s is None
+            else _timestamp_column(timestamps_s, structural)
+        ),
         structural=structural,
     )
 
@@ -317,7 +332,7 @@ def _first_failure(
         fld, why = cols.structural[i]
         return fld, why, "malformed"
     if i in bad_ids:
-        return "agent_id", f"must match {AGENT_ID_PATTERN}", "invalid_agent_id"
+        return "agent_id", agent_id_problem(cols.agent_ids[i]), "invalid_agent_id"
     if bad_type[i]:
         return "signal_type", f"must be one of {', '.join(TYPE_CODE)}", "invalid_signal_type"
     if bad_value[i]:

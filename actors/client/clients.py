@@ -1,0 +1,131 @@
+"""The sync and async clients: ``actors.connect()`` and ``actors.connect_async()``.
+
+Both expose the same methods with the same signatures; each method is the shared op of
+``actors.client.ops`` driven by ``_run`` (blocking) or ``_arun`` (awaiting).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from actors.client.buffer import SignalBuffer
+from actors.client.ops import ClientOps, Op
+from actors.cluster.deployment import deploy_actors, locate
+from actors.core.config import ServiceConfig
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _sync(op: Callable[Concatenate[ClientOps, P], Op[T]]) -> Callable[Concatenate[Any, P], T]:
+    def method(self: RippleClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(op(self, *args, **kwargs))
+
+    method.__doc__ = op.__doc__
+    return method
+
+
+def _async(
+    op: Callable[Concatenate[ClientOps, P], Op[T]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
+    async def method(self: AsyncRippleClient, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._arun(op(self, *args, **kwargs))
+
+    method.__doc__ = op.__doc__
+    return method
+
+
+class RippleClient(ClientOps):
+    """Blocking client, for drivers, tasks and threads."""
+
+    def _run(self, op: Op[T]) -> T:
+        try:
+            fanout, calls = next(op)
+            while True:
+                fanout, calls = op.send(fanout.gather_sync(calls))
+        except StopIteration as done:
+            return done.value
+
+    register = _sync(ClientOps.register_op)
+    register_arrays = _sync(ClientOps.register_arrays_op)
+    register_columns = _sync(ClientOps.register_columns_op)
+    select = _sync(ClientOps.select_op)
+    select_request = _sync(ClientOps.select_request_op)
+    scores = _sync(ClientOps.scores_op)
+    scores_request = _sync(ClientOps.scores_request_op)
+    agent = _sync(ClientOps.agent_op)
+    delete = _sync(ClientOps.delete_op)
+    predict_overload = _sync(ClientOps.predict_overload_op)
+    overloads = _sync(ClientOps.overloads_op)
+    overloads_request = _sync(ClientOps.overloads_request_op)
+    stats = _sync(ClientOps.stats_op)
+    metrics_snapshot = _sync(ClientOps.metrics_snapshot_op)
+
+    def buffer(
+        self, max_batch: int = 1_000, flush_interval_s: float = 0.05, max_pending: int = 100_000
+    ) -> SignalBuffer:
+        def send(batch: list[Any]) -> tuple[int, list[Any]]:
+            result = self.register(batch)
+            return result.accepted, result.rejected
+
+        return SignalBuffer(send, max_batch, flush_interval_s, max_pending)
+
+
+class AsyncRippleClient(ClientOps):
+    """``async`` client, for async actors, Serve replicas and asyncio programs."""
+
+    async def _arun(self, op: Op[T]) -> T:
+        try:
+            fanout, calls = next(op)
+            while True:
+                fanout, calls = op.send(await fanout.gather(calls))
+        except StopIteration as done:
+            return done.value
+
+    register = _async(ClientOps.register_op)
+    register_arrays = _async(ClientOps.register_arrays_op)
+    register_columns = _async(ClientOps.register_columns_op)
+    select = _async(ClientOps.select_op)
+    select_request = _async(ClientOps.select_request_op)
+    scores = _async(ClientOps.scores_op)
+    scores_request = _async(ClientOps.scores_request_op)
+    agent = _async(ClientOps.agent_op)
+    delete = _async(ClientOps.delete_op)
+    predict_overload = _async(ClientOps.predict_overload_op)
+    overloads = _async(ClientOps.overloads_op)
+    overloads_request = _async(ClientOps.overloads_request_op)
+    stats = _async(ClientOps.stats_op)
+    metrics_snapshot = _async(ClientOps.metrics_snapshot_op)
+
+
+def connect(
+    namespace: str = "ripple", address: str | None = None, timeout_s: float = 10.0
+) -> RippleClient:
+    """Attach to a running deployment by name, from a driver, a task or another job."""
+    return RippleClient(*locate(namespace, address, timeout_s))
+
+
+def connect_async(
+    namespace: str = "ripple", address: str | None = None, timeout_s: float = 10.0
+) -> AsyncRippleClient:
+    return AsyncRippleClient(*locate(namespace, address, timeout_s))
+
+
+def deploy(
+    config: ServiceConfig | None = None, address: str | None = None, **overrides: Any
+) -> RippleClient:
+    """Create the shards and routers of ``config`` idempotently; a connected client."""
+    deployed = deploy_actors(config, address, **overrides)
+    return connect(namespace=deployed.namespace)
+
+
+def wait_until_ready(client: RippleClient, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Poll stats until every shard answers (after a restart, say)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = client.stats()
+        if stats["ready"] or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.2)

@@ -1,0 +1,161 @@
+"""What each client method does, written once for the sync and the async client.
+
+Every method is a generator (an "op") that yields the Ray calls it needs, as
+``(fanout, calls)``, receives the gathered answers, and returns the method's result. The
+sync client drives an op with ``Fanout.gather_sync``, the async client with ``await
+Fanout.gather``; that is the only difference between them (sans-I/O, as h11 and
+hyper-h2 do it). Signals go straight to the owning shards, like a Redis Cluster smart
+client; selections, scores and predictions go through a router, which fans out and merges.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from actors.cluster.adapter import Fanout, Gathered, RayTransport
+from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
+from actors.core.config import ServiceConfig
+from actors.core.models import (
+    AgentView,
+    IngestResult,
+    OverloadPrediction,
+    PredictParams,
+    RejectedItem,
+    ScoresRequest,
+    ScoresResult,
+    SelectRequest,
+    SelectResult,
+    Weights,
+)
+from actors.core.partition import partition
+
+T = TypeVar("T")
+Calls = dict[int, tuple[str, tuple[Any, ...]]]
+# Yields (fanout, calls), is sent the Gathered answers, returns the method's result.
+Op = Generator[tuple[Fanout, Calls], Gathered, T]
+WeightsArg = Weights | dict[str, float] | None
+
+
+def _weights(weights: WeightsArg) -> Weights | None:
+    return Weights(**weights) if isinstance(weights, dict) else weights
+
+
+def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestResult:
+    accepted = 0
+    rejected: list[RejectedItem] = []
+    for s, pos in positions.items():
+        res = got.results.get(s)
+        if res is None:  # the owner is down: nothing of its share was applied
+            why = got.failures.get(s, "shard unavailable")
+            rejected.extend(
+                RejectedItem(index=int(p), field=None, error=f"shard {s} unavailable: {why}")
+                for p in pos.tolist()
+            )
+            continue
+        accepted += res.accepted
+        rejected.extend(
+            RejectedItem(index=int(pos[r.index]), field=r.field, error=r.error)
+            for r in res.rejected
+        )
+    rejected.sort(key=lambda r: r.index)
+    return IngestResult.model_construct(accepted=accepted, rejected=rejected)
+
+
+class ClientOps:
+    """The shared state and the ops of both clients."""
+
+    def __init__(
+        self, routers: Sequence[Any], shards: Sequence[Any], config: ServiceConfig
+    ) -> None:
+        self.config = config
+        self.num_shards = len(shards)
+        self.router_handles = list(routers)
+        self.shard_handles = list(shards)
+        self._shards = Fanout(RayTransport(shards), config.shard_deadline_s)
+        # The router itself waits up to a shard deadline; give it room to answer degraded.
+        self._routers = Fanout(RayTransport(routers), config.shard_deadline_s * 2 + 1.0)
+        self._router_cycle = itertools.cycle(range(len(routers)))
+        self._owner: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- plumbing
+    def _router_op(self, method: str, *args: Any) -> Op[Any]:
+        j = next(self._router_cycle)
+        got = yield self._routers, {j: (method, args)}
+        return Fanout.one(got, j)
+
+    # ---------------------------------------------------------------- ops
+    def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
+        parts = partition(cols.agent_ids, self.num_shards, self._owner)
+        positions = {s: p for s, p in enumerate(parts) if len(p)}
+        got = yield self._shards, {s: ("register", (cols.take(p),)) for s, p in positions.items()}
+        return merge_register(positions, got)
+
+    def register_op(self, signals: Sequence[Any]) -> Op[IngestResult]:
+        """Dicts or ``Signal`` models; per-item results, indices into ``signals``."""
+        return (yield from self.register_columns_op(columns_from_dicts(signals)))
+
+    def register_arrays_op(
+        self, agent_ids: Sequence[Any], signal_types: Any, values: Any, **cols: Any
+    ) -> Op[IngestResult]:
+        columns = columns_from_arrays(agent_ids, signal_types, values, **cols)
+        return (yield from self.register_columns_op(columns))
+
+    def select_request_op(self, req: SelectRequest) -> Op[SelectResult]:
+        result: SelectResult = yield from self._router_op("select", req)
+        return result
+
+    def select_op(
+        self,
+        candidates: Sequence[str] | None = None,
+        k: int = 1,
+        weights: WeightsArg = None,
+        **options: Any,
+    ) -> Op[SelectResult]:
+        req = SelectRequest(candidates=candidates, k=k, weights=_weights(weights), **options)
+        return (yield from self.select_request_op(req))
+
+    def scores_request_op(self, req: ScoresRequest) -> Op[ScoresResult]:
+        result: ScoresResult = yield from self._router_op("scores", req)
+        return result
+
+    def scores_op(self, agent_ids: Sequence[str], weights: WeightsArg = None) -> Op[ScoresResult]:
+        req = ScoresRequest(agent_ids=list(agent_ids), weights=_weights(weights))
+        return (yield from self.scores_request_op(req))
+
+    def agent_op(self, agent_id: str) -> Op[AgentView]:
+        result: AgentView = yield from self._router_op("agent", agent_id)
+        return result
+
+    def delete_op(self, agent_id: str) -> Op[bool]:
+        return bool((yield from self._router_op("delete", agent_id)))
+
+    def predict_overload_op(
+        self, agent_id: str, horizon_s: float = 60.0, threshold: float = 0.8
+    ) -> Op[OverloadPrediction]:
+        params = PredictParams(horizon_s=horizon_s, threshold=threshold)
+        result: OverloadPrediction = yield from self._router_op("predict", agent_id, params)
+        return result
+
+    def overloads_request_op(self, params: PredictParams) -> Op[dict[str, Any]]:
+        result: dict[str, Any] = yield from self._router_op("overloads", params)
+        return result
+
+    def overloads_op(
+        self, horizon_s: float = 60.0, threshold: float = 0.8, min_probability: float = 0.5
+    ) -> Op[dict[str, Any]]:
+        params = PredictParams(
+            horizon_s=horizon_s, threshold=threshold, min_probability=min_probability
+        )
+        return (yield from self.overloads_request_op(params))
+
+    def stats_op(self) -> Op[dict[str, Any]]:
+        result: dict[str, Any] = yield from self._router_op("stats")
+        return result
+
+    def metrics_snapshot_op(self) -> Op[dict[str, Any]]:
+        result: dict[str, Any] = yield from self._router_op("metrics_snapshot")
+        return result

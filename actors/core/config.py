@@ -1,0 +1,140 @@
+"""Configuration, declared once: one pydantic model per concern, units in the names.
+
+``ServiceConfig`` is the whole tree. It is a pydantic-settings model: it reads
+``RIPPLE_*`` environment variables (nested ones with ``__``, e.g.
+``RIPPLE_SHARD__HISTORY_SIZE=200``) and an optional YAML file. ``ripple up --config``,
+the Serve config's ``args`` and ``actors.deploy(config)`` all build this same model, so a
+setting means the same thing however the service is started. Entry points read the
+environment once (``ServiceConfig.load``) and pass the config in; nothing below the
+entry points reads ``os.environ``.
+
+Precedence, highest first: explicit values (CLI flags, Serve ``args``, keyword
+arguments), then environment variables, then the YAML file, then the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from actors.core.models import DEFAULT_WEIGHTS, MAX_TTL_S, Weights
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class ShardConfig(BaseModel):
+    """Behaviour of one shard's state (the plain core)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    history_size: int = Field(100, ge=1, le=10_000, description="signals kept per agent")
+    default_weights: Weights = DEFAULT_WEIGHTS
+    max_ttl_s: float = Field(MAX_TTL_S, gt=0.0, le=MAX_TTL_S)
+    max_future_skew_s: float = Field(5.0, ge=0.0, le=60.0)
+    sweep_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="expiry sweep period")
+    # An agent with nothing live is kept this long after its last signal, so a brief gap
+    # in reporting does not erase its history (and its trend).
+    history_retention_s: float = Field(300.0, ge=0.0, le=86_400.0)
+    reservation_load: float = Field(0.1, gt=0.0, le=1.0, description="load added per pick")
+    reservation_ttl_s: float = Field(5.0, gt=0.0, le=600.0)
+    max_reservations_per_agent: int = Field(1024, ge=1, le=1_000_000)
+    trend_min_samples: int = Field(3, ge=3, le=1_000)
+    # A trend fitted on samples microseconds apart extrapolates noise; demand a real span.
+    trend_min_span_s: float = Field(1.0, gt=0.0)
+    trend_lookback_s: float = Field(600.0, gt=0.0)
+    # Floor on the residual noise so a perfect fit of few points is not 100% certain.
+    trend_noise_floor: float = Field(0.02, ge=0.0, le=1.0)
+    initial_capacity: int = Field(1024, ge=1)
+
+
+class HttpConfig(BaseModel):
+    """The Serve ingress: where it listens, its replica and its limits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65_535)
+    replica_num_cpus: float = Field(0.25, ge=0.0)
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    batch_max_size: int = Field(1000, ge=1, le=10_000)
+    # 0: no waiting at low load; under load, requests queue while a batch is in flight and
+    # the next batch takes all of them, so batching comes from concurrency, not from delay.
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0)
+
+
+class ServiceConfig(BaseSettings):
+    """Shape and placement of a deployment: shards, routers, resources, deadlines."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RIPPLE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    namespace: str = Field("ripple", min_length=1, max_length=64)
+    num_shards: int = Field(2, ge=1, le=1024)
+    num_routers: int = Field(1, ge=1, le=64)
+    shard: ShardConfig = ShardConfig()
+    http: HttpConfig = HttpConfig()
+    # Fractional by default: two shards, a router and a Serve replica at 1 CPU each would not
+    # fit a 2-CPU laptop and would wait forever for placement.
+    shard_num_cpus: float = Field(0.25, ge=0.0)
+    router_num_cpus: float = Field(0.1, ge=0.0)
+    shard_memory_bytes: int | None = Field(None, ge=0)
+    shard_deadline_s: float = Field(2.0, gt=0.0, le=120.0)
+    connect_timeout_s: float = Field(10.0, gt=0.0)
+    max_concurrency: int = Field(64, ge=1, le=10_000, description="calls an actor runs at once")
+    log_level: LogLevel = "INFO"
+
+    # Set per load() call; a class attribute because settings sources are built per class.
+    _yaml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = cls._yaml_file
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, yaml_file: str | Path | None = None, **overrides: Any) -> ServiceConfig:
+        """Defaults < YAML file < ``RIPPLE_*`` environment < ``overrides``. An override of
+        None is skipped; a dict overrides a section (``http={"port": 9000}``) key by key."""
+        base_cls: type[ServiceConfig] = cls
+        if yaml_file is not None:
+            path = Path(yaml_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            base_cls = type("_ScopedServiceConfig", (cls,), {"_yaml_file": path})
+        merged = _merge(base_cls().model_dump(), overrides)
+        return cls.model_validate(merged)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

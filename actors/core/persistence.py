@@ -1,0 +1,116 @@
+"""Snapshot format of one shard: versioned, numpy ``.npz`` (no pickle), checked on load.
+
+A snapshot holds every per-row array of the agent table, the ids, the reservations and a
+JSON header. ``load`` trusts nothing: a missing array, a wrong shape or dtype, duplicate
+ids or a malformed header is an ``InvalidInput`` naming what is wrong, never a numpy error
+deep inside the restore.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from actors.core.errors import InvalidInput
+from actors.core.models import DIMENSIONS
+from actors.core.table import AgentTable
+
+SNAPSHOT_VERSION = 2
+_META = "__meta__"
+
+
+@dataclass
+class SnapshotData:
+    history_size: int
+    ids: list[str]
+    arrays: dict[str, np.ndarray]
+    reservations: list[tuple[str, float, float, float]]
+    taken_at_s: float
+
+
+def dump(table: AgentTable, history_size: int, extra: dict[str, Any], taken_at_s: float) -> bytes:
+    n = table.n
+    meta = {
+        "version": SNAPSHOT_VERSION,
+        "history_size": history_size,
+        "dimensions": list(DIMENSIONS),
+        "ids": table.ids,
+        "taken_at": taken_at_s,
+        **extra,
+    }
+    arrays = {name: a[..., :n] for name, a in table.arrays.items()}
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _bad(field: str, reason: str) -> InvalidInput:
+    return InvalidInput("corrupt or incompatible snapshot", [{"field": field, "reason": reason}])
+
+
+def _open(data: bytes) -> Any:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise _bad("snapshot", f"not a snapshot archive: {exc}") from exc
+
+
+def _header(z: Any) -> dict[str, Any]:
+    if _META not in z.files:
+        raise _bad(_META, "header missing")
+    try:
+        meta = json.loads(z[_META].tobytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(_META, f"header is not JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise _bad(_META, "header is not an object")
+    return meta
+
+
+def history_size(data: bytes) -> Any:
+    """The history size a snapshot was taken with (read before building the state)."""
+    with _open(data) as z:
+        return _header(z).get("history_size")
+
+
+def load(data: bytes, table: AgentTable) -> SnapshotData:
+    """Read and check a snapshot against the arrays ``table`` has registered."""
+    with _open(data) as z:
+        meta = _header(z)
+        if meta.get("version") != SNAPSHOT_VERSION:
+            raise InvalidInput(
+                "unsupported snapshot version",
+                [{"field": "version", "reason": f"got {meta.get('version')!r}"}],
+            )
+        if meta.get("dimensions") != list(DIMENSIONS):
+            raise _bad("dimensions", f"expected {list(DIMENSIONS)}")
+        ids, H = meta.get("ids"), meta.get("history_size")
+        if not isinstance(H, int) or H < 1:
+            raise _bad("history_size", f"got {H!r}")
+        if not isinstance(ids, list) or not all(isinstance(a, str) for a in ids):
+            raise _bad("ids", "must be a list of strings")
+        if len(set(ids)) != len(ids):
+            raise _bad("ids", "duplicate agent ids")
+        n = len(ids)
+        arrays: dict[str, np.ndarray] = {}
+        for name, spec in table.specs.items():
+            if name not in z.files:
+                raise _bad(name, "array missing")
+            arr = z[name]
+            if arr.shape != (*spec.lead, n):
+                raise _bad(name, f"shape {arr.shape}, expected {(*spec.lead, n)}")
+            if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
+                raise _bad(name, f"dtype {arr.dtype}, expected {spec.dtype}")
+            arrays[name] = arr
+        reservations = meta.get("reservations", [])
+        try:
+            res = [(str(a), float(m), float(amt), float(e)) for a, m, amt, e in reservations]
+        except (TypeError, ValueError) as exc:
+            raise _bad("reservations", f"malformed: {exc}") from exc
+    return SnapshotData(H, ids, arrays, res, float(meta.get("taken_at", 0.0)))

@@ -1,0 +1,316 @@
+"""ShardState: the coordination core of one shard, a façade over small parts.
+
+Plain Python + numpy; never imports Ray. The parts, each in its own module:
+
+- ``table``: agent id <-> row, and every per-row array (swap-remove moves them all);
+- ``signals``: live signals and their decayed scores;
+- ``history``: the bounded ring of recent signals per agent;
+- ``inflight``: reservations the selections put on agents;
+- ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
+- ``prediction``: overload trends; ``persistence``: the snapshot format;
+- ``metrics``: counters and histograms, recorded here after each verb.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from actors.core import persistence
+from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
+from actors.core.config import ShardConfig
+from actors.core.errors import InvalidInput, NotFound
+from actors.core.history import History
+from actors.core.inflight import Reservations
+from actors.core.merge import Partial, merge_partials
+from actors.core.metrics import MetricsSnapshot
+from actors.core.models import (
+    DIMENSIONS,
+    LOAD_CODE,
+    AgentScore,
+    AgentView,
+    IngestResult,
+    OverloadPrediction,
+    PredictParams,
+    SelectRequest,
+    SelectResult,
+    Weights,
+)
+from actors.core.prediction import Predictor
+from actors.core.selection import Scorer, partial_select
+from actors.core.signals import LiveSignals
+from actors.core.table import AgentTable
+
+_OVERLOAD_CHUNK_ROWS = 65_536
+
+
+class ShardState:
+    """All live signals, history and reservations of the agents one shard owns."""
+
+    def __init__(
+        self,
+        config: ShardConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.config = cfg = config or ShardConfig()
+        self._clock = clock
+        self._rng = np.random.default_rng(seed)
+        self._default_w = cfg.default_weights.vector()
+        self.table = AgentTable(cfg.initial_capacity)
+        self.signals = LiveSignals(self.table)
+        self.hist = History(self.table, cfg.history_size)
+        self.reservations = Reservations(self.table, cfg.max_reservations_per_agent)
+        self.scorer = Scorer(self.table, self.signals, self.reservations)
+        self.predictor = Predictor(cfg, self.hist, self.signals)
+        self.metrics = MetricsSnapshot()
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, cols: SignalColumns) -> IngestResult:
+        t0 = time.perf_counter()
+        now = self._clock()
+        cfg, table = self.config, self.table
+        known = table.lookup(cols.agent_ids)
+        vb = validate(
+            cols,
+            now,
+            max_ttl_s=cfg.max_ttl_s,
+            max_future_skew_s=cfg.max_future_skew_s,
+            known_rows=known,
+        )
+        idx = vb.index
+        if len(idx):
+            rows = table.rows_creating(cols.agent_ids, idx, known[idx])
+            codes = cols.type_codes[idx]
+            vals = cols.values[idx]
+            # A timestamp a few seconds ahead is clock skew: age and expiry count from receipt.
+            ts = np.minimum(vb.effective_ts_s[idx], now)
+            self.hist.write(rows, codes, vals, ts)
+            r, c, t = self.signals.write(
+                rows, codes, vals, cols.confidences[idx], cols.ttls_s[idx], ts, now
+            )
+            is_load = c == LOAD_CODE
+            self.reservations.absorb(r[is_load], t[is_load])
+        self.metrics.record_ingest(
+            cols.type_codes[idx], vb.reasons, time.perf_counter() - t0, len(cols)
+        )
+        return IngestResult.model_construct(accepted=len(idx), rejected=vb.rejected)
+
+    def ingest_dicts(self, items: Sequence[Any]) -> IngestResult:
+        return self.ingest(columns_from_dicts(items))
+
+    def ingest_arrays(
+        self,
+        agent_ids: Sequence[Any],
+        signal_types: Any,
+        values: Any,
+        confidences: Any = None,
+        ttls_s: Any = None,
+        timestamps_s: Any = None,
+    ) -> IngestResult:
+        return self.ingest(
+            columns_from_arrays(agent_ids, signal_types, values, confidences, ttls_s, timestamps_s)
+        )
+
+    # ------------------------------------------------------------------ selection
+    def _weights(self, weights: Weights | None) -> np.ndarray:
+        return self._default_w if weights is None else weights.vector()
+
+    def partial_select(self, req: SelectRequest) -> Partial:
+        """This shard's candidates for a selection, enough for an exact global merge."""
+        return partial_select(
+            self.scorer, req, self._weights(req.weights), self._clock(), self._rng
+        )
+
+    def select(self, req: SelectRequest) -> SelectResult:
+        """A whole selection on this shard alone (the router merges the same partials)."""
+        t0 = time.perf_counter()
+        result, chosen = merge_partials([self.partial_select(req)], req, self._rng)
+        if req.reserve:
+            held = self.reserve([s.agent_id for s in result.selected])
+            for s, ok in zip(result.selected, held, strict=True):
+                s.reserved = ok
+        self.metrics.record_selection(
+            req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0
+        )
+        return result
+
+    def record_selection(self, strategy: str, ages_s: np.ndarray, took_s: float) -> None:
+        self.metrics.record_selection(strategy, ages_s, took_s)
+
+    def reserve(
+        self, agent_ids: Sequence[str], amount: float | None = None, ttl_s: float | None = None
+    ) -> list[bool]:
+        """Hold a short-lived load increment on known agents; unknown ones get no state."""
+        now = self._clock()
+        amount = self.config.reservation_load if amount is None else amount
+        ttl_s = self.config.reservation_ttl_s if ttl_s is None else ttl_s
+        out = []
+        for a in agent_ids:
+            known = a in self.table.index
+            if known:
+                self.reservations.add(a, amount, ttl_s, now)
+            out.append(known)
+        return out
+
+    def scores(
+        self, agent_ids: Sequence[str], weights: Weights | None = None
+    ) -> dict[str, AgentScore]:
+        now = self._clock()
+        w = self._weights(weights)
+        ids = list(dict.fromkeys(agent_ids))
+        known, dims = self.scorer.known_dims(self.table.lookup(ids), now)
+        total = w @ dims
+        return {
+            a: AgentScore.model_construct(
+                score=float(total[j]),
+                known=bool(known[j]),
+                scores=dict(zip(DIMENSIONS, dims[:, j].tolist(), strict=True)),
+            )
+            for j, a in enumerate(ids)
+        }
+
+    # ------------------------------------------------------------------ agents
+    def _row(self, agent_id: str) -> int:
+        r = self.table.row(agent_id)
+        if r is None:
+            raise NotFound(
+                f"agent {agent_id!r} is not known",
+                [{"field": "agent_id", "reason": "unknown agent"}],
+            )
+        return r
+
+    def agent(self, agent_id: str) -> AgentView:
+        now = self._clock()
+        r = self._row(agent_id)
+        dims = self.scorer.dims(np.array([r]), now)[:, 0]
+        return AgentView(
+            agent_id=agent_id,
+            signals=self.signals.view(r, now),
+            scores=dict(zip(DIMENSIONS, dims.tolist(), strict=True)),
+            score=float(self._default_w @ dims),
+            history_length=self.hist.length(r),
+            reserved_load=self.reservations.amount(agent_id, now),
+        )
+
+    def delete(self, agent_id: str) -> bool:
+        r = self.table.row(agent_id)
+        if r is None:
+            return False
+        self.table.remove([r])
+        return True
+
+    def history(self, agent_id: str) -> list[dict[str, Any]]:
+        """The agent's retained history, oldest first (by arrival)."""
+        return self.hist.series(self._row(agent_id))
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, agent_id: str, params: PredictParams | None = None) -> OverloadPrediction:
+        params = params or PredictParams()
+        now = self._clock()
+        r = self._row(agent_id)
+        fit = self.predictor.fit(np.array([r]), now, params)
+        out = self.predictor.prediction(agent_id, r, fit, 0, now, params)
+        self.metrics.record_prediction(out.will_overload)
+        return out
+
+    def overloads(self, params: PredictParams | None = None) -> list[OverloadPrediction]:
+        """Every agent whose probability of overload is at least ``min_probability``."""
+        params = params or PredictParams()
+        now = self._clock()
+        out: list[OverloadPrediction] = []
+        n = self.table.n
+        for start in range(0, n, _OVERLOAD_CHUNK_ROWS):
+            rows = np.arange(start, min(start + _OVERLOAD_CHUNK_ROWS, n))
+            fit = self.predictor.fit(rows, now, params)
+            hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
+            for j in hits.tolist():
+                r = int(rows[j])
+                p = self.predictor.prediction(self.table.ids[r], r, fit, j, now, params)
+                self.metrics.record_prediction(p.will_overload)
+                out.append(p)
+        out.sort(key=lambda p: -(p.probability or 0.0))
+        return out
+
+    # ------------------------------------------------------------------ upkeep
+    def sweep(self) -> dict[str, int]:
+        """Drop expired signals and reservations, then agents with nothing live, no
+        reservation and no recent history (with all their state). Linear in the agents."""
+        now = self._clock()
+        n = self.table.n
+        expired = self.signals.expire(now)
+        self.reservations.expire(now)
+        idle = ~self.signals.has_live(slice(0, n), now)
+        stale = self.hist.stale(now - self.config.history_retention_s)
+        drop = np.flatnonzero(idle & stale)
+        holders = self.reservations.holders()
+        if holders and len(drop):
+            ids = self.table.ids
+            drop = drop[[ids[r] not in holders for r in drop.tolist()]]
+        self.table.remove(drop.tolist())
+        return {"expired_signals": expired, "dropped_agents": len(drop)}
+
+    def __len__(self) -> int:
+        return self.table.n
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self.table.index
+
+    def agent_ids(self) -> list[str]:
+        return list(self.table.ids)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "agents": self.table.n,
+            "live_signals": self.signals.live_count(self._clock()),
+            "history_signals": self.hist.total(),
+            "reservations": self.reservations.count(),
+            "array_bytes": self.table.nbytes(),
+        }
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        s = self.stats()
+        self.metrics.agents = s["agents"]
+        self.metrics.live_signals = s["live_signals"]
+        return self.metrics
+
+    def array_bytes(self) -> int:
+        return self.table.nbytes()
+
+    # ------------------------------------------------------------------ snapshot
+    def snapshot(self) -> bytes:
+        """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
+        extra = {"reservations": self.reservations.records()}
+        return persistence.dump(self.table, self.config.history_size, extra, self._clock())
+
+    @classmethod
+    def restore(
+        cls,
+        data: bytes,
+        config: ShardConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        seed: int | None = None,
+    ) -> ShardState:
+        """A state from ``snapshot()`` bytes; corrupt input is an ``InvalidInput``."""
+        size = persistence.history_size(data)
+        if not isinstance(size, int) or size < 1:
+            raise InvalidInput(
+                "corrupt or incompatible snapshot",
+                [{"field": "history_size", "reason": f"got {size!r}"}],
+            )
+        config = config or ShardConfig(history_size=size)
+        if config.history_size != size:
+            raise InvalidInput(
+                "snapshot history_size differs from config",
+                [{"field": "history_size", "reason": f"snapshot has {size}"}],
+            )
+        state = cls(config, clock, seed)
+        snap = persistence.load(data, state.table)
+        state.table.add(snap.ids)
+        for name, arr in snap.arrays.items():
+            state.table.arrays[name][..., : state.table.n] = arr
+        state.reservations.load_records(snap.reservations)
+        return state

@@ -1,0 +1,127 @@
+"""The agent table: agent id <-> row, and the registry of every per-row array.
+
+Each part of the core (live signals, history, in-flight records...) registers its per-row
+arrays here instead of owning them, so growing the table and the swap-remove that keeps
+rows dense move every array at once: no part can forget one. Rows sit on the last axis,
+so a part's ``(D, rows)`` array is scored with whole-array passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+# Called after a swap-remove with (removed ids, {old row: new row} for the rows that moved).
+RemoveListener = Callable[[list[str], dict[int, int]], None]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    lead: tuple[int, ...]  # leading shape, e.g. (6,) for one value per dimension
+    dtype: Any
+    fill: float  # value of a fresh row
+
+
+class AgentTable:
+    def __init__(self, initial_capacity: int = 1024) -> None:
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+        self.n = 0
+        self.capacity = max(int(initial_capacity), 1)
+        self.specs: dict[str, ArraySpec] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+        self._on_remove: list[RemoveListener] = []
+
+    # ------------------------------------------------------------------ registry
+    def register(self, name: str, lead: tuple[int, ...], dtype: Any, fill: float) -> None:
+        if name in self.specs:
+            raise ValueError(f"per-row array {name!r} is registered twice")
+        spec = ArraySpec(lead, np.dtype(dtype), fill)
+        self.specs[name] = spec
+        arr = np.empty((*lead, self.capacity), dtype=spec.dtype)
+        arr[..., : self.n] = fill
+        self.arrays[name] = arr
+
+    def on_remove(self, listener: RemoveListener) -> None:
+        """For parts that keep per-agent state outside the arrays (keyed by id or row)."""
+        self._on_remove.append(listener)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    # ------------------------------------------------------------------ rows
+    def _grow(self, need: int) -> None:
+        if need <= self.capacity:
+            return
+        cap = max(need, int(self.capacity * 1.5) + 1)
+        for name, spec in self.specs.items():
+            new = np.empty((*spec.lead, cap), dtype=spec.dtype)
+            new[..., : self.n] = self.arrays[name][..., : self.n]
+            self.arrays[name] = new
+        self.capacity = cap
+
+    def add(self, ids: Sequence[str]) -> None:
+        """Append fresh rows (every array at its fill value) for ids not yet known."""
+        start = self.n
+        self._grow(start + len(ids))
+        for name, spec in self.specs.items():
+            self.arrays[name][..., start : start + len(ids)] = spec.fill
+        for j, a in enumerate(ids):
+            self.index[a] = start + j
+        self.ids.extend(ids)
+        self.n += len(ids)
+
+    def lookup(self, ids: Sequence[Any]) -> np.ndarray:
+        """Row of each id; -1 where unknown (no state is created) or not even hashable
+        (rejected later by validation)."""
+        get = self.index.get
+        try:
+            return np.array(list(map(get, ids, repeat(-1, len(ids)))), dtype=np.int64)
+        except TypeError:
+            return np.array([get(a, -1) if isinstance(a, str) else -1 for a in ids], np.int64)
+
+    def rows_creating(self, ids: Sequence[Any], idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Rows of the (valid) items ``ids[idx]``, whose ``lookup`` gave ``rows``, with the
+        ones unknown so far created."""
+        new = np.flatnonzero(rows < 0)
+        if not len(new):
+            return rows
+        at = idx[new].tolist()
+        self.add(list(dict.fromkeys(ids[i] for i in at)))
+        out = rows.copy()
+        get = self.index.__getitem__
+        out[new] = [get(ids[i]) for i in at]
+        return out
+
+    def remove(self, rows: Iterable[int]) -> None:
+        """Swap-remove: the last rows move into the holes so arrays stay dense. Linear in
+        the rows removed plus the rows moved, whatever else the parts hold."""
+        drop = np.unique(np.fromiter(rows, np.int64))
+        if not len(drop):
+            return
+        n_after = self.n - len(drop)
+        holes = drop[drop < n_after]
+        tail = np.setdiff1d(np.arange(n_after, self.n), drop, assume_unique=True)
+        removed = [self.ids[r] for r in drop.tolist()]
+        for a in removed:
+            del self.index[a]
+        for arr in self.arrays.values():
+            arr[..., holes] = arr[..., tail]
+        for h, t in zip(holes.tolist(), tail.tolist(), strict=True):
+            self.ids[h] = self.ids[t]
+            self.index[self.ids[h]] = h
+        del self.ids[n_after:]
+        self.n = n_after
+        moved = dict(zip(tail.tolist(), holes.tolist(), strict=True))
+        for listener in self._on_remove:
+            listener(removed, moved)
+
+    def row(self, agent_id: str) -> int | None:
+        return self.index.get(agent_id)
