@@ -64,7 +64,7 @@ class RouterCore:
         self.fanout.all_ok(got)
         parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
         result, chosen = merge_partials(
-            parts, req, self.rng, shards_answered=got.answered, shards_total=max(got.asked, 1)
+            parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
         )
         if req.reserve and result.selected:
             await self._reserve(result)

@@ -36,23 +36,33 @@ class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     history_size: int = Field(100, ge=1, le=10_000, description="signals kept per agent")
-    default_weights: Weights = DEFAULT_WEIGHTS
-    max_ttl_s: float = Field(MAX_TTL_S, gt=0.0, le=MAX_TTL_S)
-    max_future_skew_s: float = Field(5.0, ge=0.0, le=60.0)
+    default_weights: Weights = Field(
+        DEFAULT_WEIGHTS, description="weights when a request names none"
+    )
+    max_ttl_s: float = Field(MAX_TTL_S, gt=0.0, le=MAX_TTL_S, description="longest ttl_s accepted")
+    max_future_skew_s: float = Field(
+        5.0, ge=0.0, le=60.0, description="how far ahead a timestamp may be (clock skew)"
+    )
     sweep_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="expiry sweep period")
     # An agent with nothing live is kept this long after its last signal, so a brief gap
     # in reporting does not erase its history (and its trend).
-    history_retention_s: float = Field(300.0, ge=0.0, le=86_400.0)
+    history_retention_s: float = Field(
+        300.0, ge=0.0, le=86_400.0, description="an agent with nothing live is kept this long"
+    )
     reservation_load: float = Field(0.1, gt=0.0, le=1.0, description="load added per pick")
-    reservation_ttl_s: float = Field(5.0, gt=0.0, le=600.0)
-    max_reservations_per_agent: int = Field(1024, ge=1, le=1_000_000)
-    trend_min_samples: int = Field(3, ge=3, le=1_000)
+    reservation_ttl_s: float = Field(5.0, gt=0.0, le=600.0, description="how long a pick holds")
+    max_reservations_per_agent: int = Field(
+        1024, ge=1, le=1_000_000, description="bound on one agent's held picks"
+    )
+    trend_min_samples: int = Field(3, ge=3, le=1_000, description="LOAD samples a trend needs")
     # A trend fitted on samples microseconds apart extrapolates noise; demand a real span.
-    trend_min_span_s: float = Field(1.0, gt=0.0)
-    trend_lookback_s: float = Field(600.0, gt=0.0)
+    trend_min_span_s: float = Field(1.0, gt=0.0, description="time those samples must span")
+    trend_lookback_s: float = Field(600.0, gt=0.0, description="history window of a trend")
     # Floor on the residual noise so a perfect fit of few points is not 100% certain.
-    trend_noise_floor: float = Field(0.02, ge=0.0, le=1.0)
-    initial_capacity: int = Field(1024, ge=1)
+    trend_noise_floor: float = Field(
+        0.02, ge=0.0, le=1.0, description="least residual noise assumed"
+    )
+    initial_capacity: int = Field(1024, ge=1, description="agent rows allocated up front")
 
 
 class HttpConfig(BaseModel):
@@ -60,15 +70,17 @@ class HttpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65_535)
-    replica_num_cpus: float = Field(0.25, ge=0.0)
-    max_ongoing_requests: int = Field(256, ge=1)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    batch_max_size: int = Field(1000, ge=1, le=10_000)
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8000, ge=1, le=65_535, description="HTTP port")
+    replica_num_cpus: float = Field(0.25, ge=0.0, description="CPUs of the Serve replica")
+    max_ongoing_requests: int = Field(256, ge=1, description="Serve's per-replica cap")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body")
+    batch_max_size: int = Field(
+        1000, ge=1, le=10_000, description="single-signal posts coalesced per shard call"
+    )
     # 0: no waiting at low load; under load, requests queue while a batch is in flight and
     # the next batch takes all of them, so batching comes from concurrency, not from delay.
-    batch_wait_timeout_s: float = Field(0.0, ge=0.0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, description="wait to fill a batch")
 
 
 class ServiceConfig(BaseSettings):
@@ -81,20 +93,22 @@ class ServiceConfig(BaseSettings):
         frozen=True,
     )
 
-    namespace: str = Field("ripple", min_length=1, max_length=64)
-    num_shards: int = Field(2, ge=1, le=1024)
-    num_routers: int = Field(1, ge=1, le=64)
+    namespace: str = Field("ripple", min_length=1, max_length=64, description="Ray namespace")
+    num_shards: int = Field(2, ge=1, le=1024, description="state shards (actors)")
+    num_routers: int = Field(1, ge=1, le=64, description="router actors (fan-out, merge)")
     shard: ShardConfig = ShardConfig()
     http: HttpConfig = HttpConfig()
     # Fractional by default: two shards, a router and a Serve replica at 1 CPU each would not
     # fit a 2-CPU laptop and would wait forever for placement.
-    shard_num_cpus: float = Field(0.25, ge=0.0)
-    router_num_cpus: float = Field(0.1, ge=0.0)
-    shard_memory_bytes: int | None = Field(None, ge=0)
-    shard_deadline_s: float = Field(2.0, gt=0.0, le=120.0)
-    connect_timeout_s: float = Field(10.0, gt=0.0)
+    shard_num_cpus: float = Field(0.25, ge=0.0, description="logical CPUs per shard")
+    router_num_cpus: float = Field(0.1, ge=0.0, description="logical CPUs per router")
+    shard_memory_bytes: int | None = Field(None, ge=0, description="memory reserved per shard")
+    shard_deadline_s: float = Field(
+        2.0, gt=0.0, le=120.0, description="a shard later than this makes an answer degraded"
+    )
+    connect_timeout_s: float = Field(10.0, gt=0.0, description="wait for a deployment to answer")
     max_concurrency: int = Field(64, ge=1, le=10_000, description="calls an actor runs at once")
-    log_level: LogLevel = "INFO"
+    log_level: LogLevel = Field("INFO", description="level of every Ripple logger")
 
     # Set per load() call; a class attribute because settings sources are built per class.
     _yaml_file: ClassVar[Path | None] = None
@@ -138,3 +152,22 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def settings_table(model: type[BaseModel] = ServiceConfig, key: str = "", env: str = "") -> str:
+    """The README's settings table, generated from the model so the two cannot drift."""
+    lines = [] if key else ["| setting (YAML key) | environment variable | default | meaning |"]
+    if not key:
+        lines.append("| --- | --- | --- | --- |")
+    for name, field in model.model_fields.items():
+        default = field.default
+        if name in ("shard", "http"):
+            lines.append(settings_table(type(default), f"{key}{name}.", f"{env}{name.upper()}__"))
+            continue
+        if isinstance(default, BaseModel):
+            default = ", ".join(f"{k}={v:g}" for k, v in default.model_dump().items() if v)
+        lines.append(
+            f"| `{key}{name}` | `RIPPLE_{env}{name.upper()}` | `{default}` | "
+            f"{field.description or ''} |"
+        )
+    return "\n".join(lines)

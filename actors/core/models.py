@@ -16,13 +16,17 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # No "/": every id must be one URL path segment (``/v1/agents/{agent_id}``).
 AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
@@ -68,17 +72,29 @@ def agent_id_problem(agent_id: Any) -> str:
     return "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
 
 
-def _check_agent_id(value: str) -> str:
-    if _AGENT_ID_RE.match(value) is None:
-        raise ValueError(agent_id_problem(value))
-    return value
+def _explain_agent_ids(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Ids are checked by pydantic's compiled pattern (no Python call per id on the hot
+    path); only a failure comes here, to say in plain words what is wrong with which id."""
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err["type"] == "string_pattern_mismatch":
+                where = "".join(f"[{p}]" for p in err["loc"])
+                raise PydanticCustomError(
+                    "invalid_agent_id",
+                    "agent id {where}{id} {problem}",
+                    {
+                        "where": where + " " if where else "",
+                        "id": repr(err["input"]),
+                        "problem": agent_id_problem(err["input"]),
+                    },
+                ) from None
+        raise
 
 
-AgentId = Annotated[
-    str,
-    Field(strict=True, json_schema_extra={"pattern": AGENT_ID_PATTERN}),
-    AfterValidator(_check_agent_id),
-]
+AgentId = Annotated[str, StringConstraints(strict=True, pattern=AGENT_ID_PATTERN)]
+CheckedIds = WrapValidator(_explain_agent_ids)
 # Strict: a boolean or a numeric string is an error, never coerced (as in ``columns``).
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
 
@@ -134,7 +150,7 @@ class SignalBody(BaseModel):
 class Signal(SignalBody):
     """One signal an agent reports about itself."""
 
-    agent_id: AgentId
+    agent_id: Annotated[AgentId, CheckedIds]
 
 
 class Weights(BaseModel):
@@ -176,11 +192,13 @@ Strategy = Literal["best", "p2c", "weighted"]
 class SelectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    candidates: list[AgentId] | None = Field(None, max_length=MAX_CANDIDATES)
+    candidates: Annotated[list[AgentId] | None, CheckedIds] = Field(None, max_length=MAX_CANDIDATES)
     k: int = Field(1, ge=1, le=MAX_K)
     weights: Weights | None = None
     strategy: Strategy = "best"
-    exclude: list[AgentId] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    exclude: Annotated[list[AgentId], CheckedIds] = Field(
+        default_factory=list, max_length=MAX_CANDIDATES
+    )
     require_signals: bool = False
     min_score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     reserve: bool = False
@@ -193,7 +211,9 @@ class SelectRequest(BaseModel):
 class ScoresRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent_ids: list[AgentId] = Field(..., min_length=1, max_length=MAX_CANDIDATES)
+    agent_ids: Annotated[list[AgentId], CheckedIds] = Field(
+        ..., min_length=1, max_length=MAX_CANDIDATES
+    )
     weights: Weights | None = None
 
 

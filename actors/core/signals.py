@@ -62,9 +62,10 @@ class LiveSignals:
 
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
         """(6, len(rows)) effective dimension scores of known rows."""
-        t = self.table["exp"][:, rows] - now
+        a = self.table.arrays
+        t = a["exp"][:, rows] - now
         np.maximum(t, 0.0, out=t)
-        t *= self.table["k"][:, rows]
+        t *= a["k"][:, rows]
         t += 0.5
         return t
 
@@ -85,8 +86,9 @@ class LiveSignals:
         return live
 
     def oldest_age(self, rows: np.ndarray, now: float) -> np.ndarray:
-        ts = self.table["ts"][:, rows]
-        ts[self.table["exp"][:, rows] <= now] = np.inf
+        a = self.table.arrays
+        ts = a["ts"][:, rows]
+        ts[a["exp"][:, rows] <= now] = np.inf
         return now - ts.min(axis=0)  # -inf where nothing is live; dropped when recorded
 
     def value(self, code: int, row: int, now: float) -> float | None:

@@ -116,3 +116,10 @@ def test_sync_gather_marks_the_slow_shard(router) -> None:
     assert sorted(got.results) == [0, 1] and "no answer within" in got.failures[2]
     with pytest.raises(InvalidInput):
         core.fanout._classify(InvalidInput("bad"), got, 0)
+
+
+def test_an_empty_candidate_list_is_an_empty_answer_not_an_outage(router) -> None:
+    """``{"candidates": []}`` asked no shard; the merge crashed on nothing to concatenate."""
+    core, _ = router
+    res = asyncio.run(core.select(SelectRequest(candidates=[], k=3)))
+    assert res.selected == [] and res.considered == 0 and not res.degraded
