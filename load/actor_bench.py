@@ -130,7 +130,7 @@ def bench_select(report: Report, client: RippleClient, smoke: bool, max_s: float
         it = iter(range(10**9))
         lat = percentiles_ms(
             time_calls(
-                lambda: client.select(candidates=sets[next(it) % 32], k=1),
+                lambda: client.select(candidates=sets[next(it) % 32], k=1, assign=False),
                 count=300 if smoke else 2000,
                 max_s=max_s,
             )
@@ -152,7 +152,7 @@ def bench_top10(report: Report, client: RippleClient, smoke: bool, max_s: float)
     n_agents = 20_000 if smoke else 1_000_000
     with section(f"top-10 of {n_agents:,} agents over 2 shards"):
         populate_columnar(client, n_agents)
-        req = SelectRequest(k=10)
+        req = SelectRequest(k=10, assign=False)
         lat = percentiles_ms(
             time_calls(lambda: client.select_request(req), count=20 if smoke else 200, max_s=max_s)
         )

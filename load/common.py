@@ -175,8 +175,16 @@ class _Bar:
             self.progress.stop()
 
 
-def time_calls(fn: Callable[[], Any], *, count: int, max_s: float, warmup: int = 3) -> list[float]:
-    """Latency of up to ``count`` calls, stopping after ``max_s`` seconds (bounded loops)."""
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    count: int,
+    max_s: float,
+    warmup: int = 3,
+    after: Callable[[], Any] | None = None,
+) -> list[float]:
+    """Latency of up to ``count`` calls, stopping after ``max_s`` seconds (bounded loops).
+    ``after`` runs untimed after each call (to undo its side effects, say)."""
     for _ in range(warmup):
         fn()
     out: list[float] = []
@@ -186,6 +194,8 @@ def time_calls(fn: Callable[[], Any], *, count: int, max_s: float, warmup: int =
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)
+            if after is not None:
+                after()
             bar.tick(len(out))
     return out
 

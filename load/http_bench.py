@@ -163,7 +163,11 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
             )
             _, lat, errs = await load_loop(
                 c,
-                lambda i: ("POST", "/v1/select", {"candidates": sets[i % 32], "k": 1}),
+                lambda i: (
+                    "POST",
+                    "/v1/select",
+                    {"candidates": sets[i % 32], "k": 1, "assign": False},
+                ),
                 1,
                 n,
                 max_s,

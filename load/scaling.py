@@ -128,7 +128,7 @@ def sweep(
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline and len(lat) < 5_000:
                 t0 = time.perf_counter()
-                client.select(candidates=sets[len(lat) % 16], k=1)
+                client.select(candidates=sets[len(lat) % 16], k=1, assign=False)
                 lat.append(time.perf_counter() - t0)
             results = ray.get(refs)
             throughput = sum(n for n, _ in results) / max(t for _, t in results)

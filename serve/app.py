@@ -23,6 +23,9 @@ from actors.core.errors import InvalidInput, NotFound, PayloadTooLarge, RippleEr
 from actors.core.models import (
     MAX_SIGNALS_PER_BATCH,
     AgentView,
+    CompleteRequest,
+    CompleteResult,
+    DescribeRequest,
     IngestResult,
     OverloadPrediction,
     PredictParams,
@@ -178,6 +181,22 @@ class RippleIngress:
     @app.get("/v1/agents/{agent_id}", response_model=AgentView)
     async def agent(self, agent_id: str) -> AgentView:
         return await self.client.agent(agent_id)
+
+    @app.put("/v1/agents/{agent_id}", response_model=AgentView, summary="Set agent metadata")
+    async def describe(self, agent_id: str, body: DescribeRequest) -> AgentView:
+        return await self.client.describe(
+            agent_id, max_concurrency=body.max_concurrency, labels=body.labels
+        )
+
+    @app.post(
+        "/v1/agents/{agent_id}/complete",
+        response_model=CompleteResult,
+        summary="Report that an assigned task ended",
+    )
+    async def complete(self, agent_id: str, body: CompleteRequest) -> CompleteResult:
+        return await self.client.complete(
+            agent_id, body.assignment_id, ok=body.ok, duration_s=body.duration_s
+        )
 
     @app.delete("/v1/agents/{agent_id}", status_code=204)
     async def delete(self, agent_id: str) -> Response:

@@ -98,6 +98,17 @@ class RippleHTTPClient:
     def delete(self, agent_id: str) -> None:
         self._json("DELETE", f"/v1/agents/{agent_id}")
 
+    def describe(self, agent_id: str, **metadata: Any) -> dict[str, Any]:
+        """``max_concurrency`` and/or ``labels``; omitted fields are kept."""
+        result: dict[str, Any] = self._json("PUT", f"/v1/agents/{agent_id}", json=metadata)
+        return result
+
+    def complete(self, agent_id: str, assignment_id: str | None = None, **kw: Any) -> bool:
+        """A task ended (``ok``, ``duration_s`` optional); True if it was in flight."""
+        body = {"assignment_id": assignment_id, **kw}
+        result: dict[str, Any] = self._json("POST", f"/v1/agents/{agent_id}/complete", json=body)
+        return bool(result["released"])
+
     def predict_overload(
         self, agent_id: str, horizon_s: float = 60, threshold: float = 0.8
     ) -> dict[str, Any]:
@@ -177,3 +188,14 @@ class AsyncRippleHTTPClient:
     async def agent(self, agent_id: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._json("GET", f"/v1/agents/{agent_id}")
         return result
+
+    async def describe(self, agent_id: str, **metadata: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("PUT", f"/v1/agents/{agent_id}", json=metadata)
+        return result
+
+    async def complete(self, agent_id: str, assignment_id: str | None = None, **kw: Any) -> bool:
+        body = {"assignment_id": assignment_id, **kw}
+        result: dict[str, Any] = await self._json(
+            "POST", f"/v1/agents/{agent_id}/complete", json=body
+        )
+        return bool(result["released"])

@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector
 
 from actors.core.columns import REJECT_REASONS
 from actors.core.metrics import Histogram, MetricsSnapshot
-from actors.core.models import SIGNAL_TYPES
+from actors.core.models import SIGNAL_TYPES, STRATEGIES
 
-STRATEGIES = ("best", "p2c", "weighted")
+OUTCOMES = ("ok", "failed")
 PREDICTED = ("true", "false", "insufficient_data")
 
 
@@ -72,6 +72,23 @@ class SnapshotCollector(Collector):
             "strategy",
             m.selections_total,
             STRATEGIES,
+        )
+        yield GaugeMetricFamily(
+            "coordination_assignments_in_flight",
+            "Assigned tasks not completed yet.",
+            value=m.in_flight,
+        )
+        yield _counter(
+            "coordination_assignments_completed_total",
+            "Assigned tasks reported complete, by outcome.",
+            "outcome",
+            m.completed_total,
+            OUTCOMES,
+        )
+        yield CounterMetricFamily(
+            "coordination_assignments_expired_total",
+            "Assigned tasks never completed, dropped after their service time.",
+            value=m.assignments_expired,
         )
         yield _histograms(
             "coordination_signal_registration_duration_seconds",

@@ -21,6 +21,9 @@ from actors.core.columns import SignalColumns, columns_from_arrays, columns_from
 from actors.core.config import ServiceConfig
 from actors.core.models import (
     AgentView,
+    CompleteRequest,
+    CompleteResult,
+    DescribeRequest,
     IngestResult,
     OverloadPrediction,
     PredictParams,
@@ -30,6 +33,7 @@ from actors.core.models import (
     SelectRequest,
     SelectResult,
     Weights,
+    check_agent_id,
 )
 from actors.core.partition import partition
 
@@ -132,6 +136,34 @@ class ClientOps:
 
     def delete_op(self, agent_id: str) -> Op[bool]:
         return bool((yield from self._router_op("delete", agent_id)))
+
+    def complete_op(
+        self,
+        agent_id: str,
+        assignment_id: str | None = None,
+        ok: bool = True,
+        duration_s: float | None = None,
+    ) -> Op[CompleteResult]:
+        """A task assigned by ``select`` ended; its agent's load estimate drops now."""
+        req = CompleteRequest(assignment_id=assignment_id, ok=ok, duration_s=duration_s)
+        result: CompleteResult = yield from self._router_op(
+            "complete", agent_id, req.assignment_id, req.ok, req.duration_s
+        )
+        return result
+
+    def describe_op(
+        self,
+        agent_id: str,
+        max_concurrency: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Op[AgentView]:
+        """Set an agent's metadata (no TTL; omitted fields are kept)."""
+        req = DescribeRequest(max_concurrency=max_concurrency, labels=labels)
+        check_agent_id(agent_id)
+        result: AgentView = yield from self._router_op(
+            "describe_agent", agent_id, req.max_concurrency, req.labels
+        )
+        return result
 
     def predict_overload_op(
         self, agent_id: str, horizon_s: float = 60.0, threshold: float = 0.8

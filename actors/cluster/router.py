@@ -19,6 +19,7 @@ from actors.core.merge import Partial, merge_partials
 from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
     AgentView,
+    CompleteResult,
     OverloadPrediction,
     PredictParams,
     ScoresRequest,
@@ -66,25 +67,24 @@ class RouterCore:
         result, chosen = merge_partials(
             parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
         )
-        if req.reserve and result.selected:
-            await self._reserve(result)
+        if req.assign and result.selected:
+            await self._assign(result)
         self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
         return result
 
-    async def _reserve(self, result: SelectResult) -> None:
-        known = [s.agent_id for s in result.selected if s.known]
+    async def _assign(self, result: SelectResult) -> None:
+        """Record the tasks on the owners. A shard that misses the deadline leaves its
+        agents without an assignment id: chosen, but not counted in flight."""
         by_shard: dict[int, list[str]] = {}
-        for a in known:
-            by_shard.setdefault(self._owner(a), []).append(a)
-        got = await self.fanout.gather({s: ("reserve", (ids,)) for s, ids in by_shard.items()})
-        ok = {
-            a
-            for s, ids in by_shard.items()
-            for a, held in zip(ids, got.results.get(s, [False] * len(ids)), strict=True)
-            if held
-        }
+        for s in result.selected:
+            if s.known:
+                by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
+        got = await self.fanout.gather({s: ("assign", (ids,)) for s, ids in by_shard.items()})
+        if got.degraded:
+            self._log_degraded("assign", got)
+        ids = {a: aid for part in got.results.values() for a, aid in part.items()}
         for sel in result.selected:
-            sel.reserved = sel.agent_id in ok
+            sel.assignment_id = ids.get(sel.agent_id)
 
     def _record(self, strategy: str, ages: np.ndarray, took_s: float, got: Gathered) -> None:
         self.metrics.record_selection(strategy, ages, took_s)
@@ -131,6 +131,22 @@ class RouterCore:
 
     async def delete(self, agent_id: str) -> bool:
         return bool(await self._on_owner(agent_id, "delete"))
+
+    async def complete(
+        self, agent_id: str, assignment_id: str | None, ok: bool, duration_s: float | None
+    ) -> CompleteResult:
+        result: CompleteResult = await self._on_owner(
+            agent_id, "complete", assignment_id, ok, duration_s
+        )
+        return result
+
+    async def describe_agent(
+        self, agent_id: str, max_concurrency: int | None, labels: dict[str, str] | None
+    ) -> AgentView:
+        result: AgentView = await self._on_owner(
+            agent_id, "describe_agent", max_concurrency, labels
+        )
+        return result
 
     async def predict(self, agent_id: str, params: PredictParams) -> OverloadPrediction:
         result: OverloadPrediction = await self._on_owner(agent_id, "predict", params)

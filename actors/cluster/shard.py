@@ -21,6 +21,7 @@ from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
     AgentScore,
     AgentView,
+    CompleteResult,
     IngestResult,
     OverloadPrediction,
     PredictParams,
@@ -113,8 +114,18 @@ class ShardActor:
     async def select(self, req: SelectRequest) -> Any:
         return self.state.select(req)
 
-    async def reserve(self, agent_ids: list[str]) -> list[bool]:
-        return self.state.reserve(agent_ids)
+    async def assign(self, agent_ids: list[str]) -> dict[str, str]:
+        return self.state.assign(agent_ids)
+
+    async def complete(
+        self, agent_id: str, assignment_id: str | None, ok: bool, duration_s: float | None
+    ) -> CompleteResult:
+        return self.state.complete(agent_id, assignment_id, ok, duration_s)
+
+    async def describe_agent(
+        self, agent_id: str, max_concurrency: int | None, labels: dict[str, str] | None
+    ) -> AgentView:
+        return self.state.describe(agent_id, max_concurrency, labels)
 
     async def scores(self, agent_ids: list[str], weights: Weights | None) -> dict[str, AgentScore]:
         return self.state.scores(agent_ids, weights)

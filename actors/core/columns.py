@@ -40,7 +40,6 @@ REJECT_REASONS = (
     "ttl_out_of_range",
     "invalid_timestamp",
     "timestamp_in_future",
-    "expired",
 )
 
 
@@ -247,6 +246,7 @@ class ValidatedBatch:
     rejected: list[RejectedItem]
     effective_ts_s: np.ndarray  # per original item; receipt time where none was given
     reasons: dict[str, int]
+    live: np.ndarray  # per original item: not expired on arrival
 
 
 def valid_agent_id(agent_id: Any) -> bool:
@@ -272,9 +272,10 @@ def validate(
         bad_ts_range = given & ~(np.isfinite(ts) & (ts >= 0.0))
         future = given & (ts > now_s + max_future_skew_s)
         eff_ts = np.where(given, ts, now_s)
-        expired = ~bad_ttl & (eff_ts + ttl <= now_s)
+        # Expired on arrival (a backfilled sample): valid, kept in history, never live.
+        live = ~(eff_ts + ttl <= now_s)
     bad_type = cols.type_codes < 0
-    bad = bad_value | bad_conf | bad_ttl | bad_type | bad_ts_range | future | expired
+    bad = bad_value | bad_conf | bad_ttl | bad_type | bad_ts_range | future
     # Known ids (row >= 0) were validated when first seen; only new ones pay for the regex.
     ids = cols.agent_ids
     unknown = range(n) if known_rows is None else np.flatnonzero(known_rows < 0).tolist()
@@ -299,7 +300,6 @@ def validate(
                 bad_type,
                 bad_ts_range,
                 future,
-                expired,
                 max_ttl_s,
                 max_future_skew_s,
             )
@@ -310,6 +310,7 @@ def validate(
         rejected=rejected,
         effective_ts_s=eff_ts,
         reasons=reasons,
+        live=live,
     )
 
 
@@ -323,7 +324,6 @@ def _first_failure(
     bad_type: np.ndarray,
     bad_ts_range: np.ndarray,
     future: np.ndarray,
-    expired: np.ndarray,
     max_ttl_s: float,
     max_skew_s: float,
 ) -> tuple[str, str, str]:
@@ -357,8 +357,6 @@ def _first_failure(
         return "timestamp", "must be a finite, non-negative unix time", "invalid_timestamp"
     if future[i]:
         return "timestamp", f"is more than {max_skew_s:g} s in the future", "timestamp_in_future"
-    if expired[i]:
-        return "timestamp", "signal already expired (timestamp + ttl_s is in the past)", "expired"
     return "", "invalid signal", "malformed"
 
 

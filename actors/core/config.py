@@ -49,10 +49,20 @@ class ShardConfig(BaseModel):
     history_retention_s: float = Field(
         300.0, ge=0.0, le=86_400.0, description="an agent with nothing live is kept this long"
     )
-    reservation_load: float = Field(0.1, gt=0.0, le=1.0, description="load added per pick")
-    reservation_ttl_s: float = Field(5.0, gt=0.0, le=600.0, description="how long a pick holds")
-    max_reservations_per_agent: int = Field(
-        1024, ge=1, le=1_000_000, description="bound on one agent's held picks"
+    default_task_load: float = Field(
+        0.05,
+        gt=0.0,
+        le=1.0,
+        description="load one task adds until max_concurrency is declared or learned",
+    )
+    assignment_ttl_s: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="longest an uncompleted assignment counts"
+    )
+    max_inflight_per_agent: int = Field(
+        4096, ge=1, le=1_000_000, description="bound on one agent's open assignments"
+    )
+    max_inflight_per_shard: int = Field(
+        1_000_000, ge=1, le=100_000_000, description="bound on a shard's open assignments"
     )
     trend_min_samples: int = Field(3, ge=3, le=1_000, description="LOAD samples a trend needs")
     # A trend fitted on samples microseconds apart extrapolates noise; demand a real span.

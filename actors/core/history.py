@@ -47,6 +47,10 @@ class History:
         hlen[urows] = np.minimum(hlen[urows] + counts, H)
         np.maximum.at(t["last_seen"], rows, ts)
 
+    def touch(self, row: int, now: float) -> None:
+        """Count ``now`` as the row's last sign of life (a described agent)."""
+        self.table["last_seen"][row] = max(self.table["last_seen"][row], now)
+
     def length(self, row: int) -> int:
         return int(self.table["hlen"][row])
 

@@ -1,113 +1,342 @@
-"""Reservations: short-lived load increments a selection puts on the agents it chose.
+"""In-flight assignments and the load estimate between LOAD reports (DESIGN §4).
 
-Kept by agent id rather than by row, so the table's swap-remove never has to re-map them.
-Each reservation remembers when it was made: a LOAD signal *measured* at time t already
-reflects the reservations made at or before t, and clears only those. A LOAD measured earlier
-but delivered later leaves newer reservations in place.
+A selection that assigns records one task on each chosen agent. Between two LOAD reports
+the shard estimates the agent's load as
+
+    estimated = last reported LOAD + unit x (tasks assigned since that report
+                                              - tasks completed since that report)
+
+where ``unit = 1 / max_concurrency``: declared by the agent (``describe``), or learned from
+how its LOAD moved with the net tasks between reports. Reconciliation compares times: a
+LOAD *measured* at t already counts the tasks assigned at or before t, so those become
+"absorbed"; their later completion lowers the estimate until the next report.
+
+A task nobody completes expires after a learned service time (from reported durations,
+or by Little's law from LOAD and the assignment rate), bounded by ``assignment_ttl_s``.
+Records are kept by agent id, so the table's swap-remove never re-maps them; learned
+parameters are per-row arrays on the table, so they travel with snapshots.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+import itertools
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from actors.core.table import AgentTable
 
+# Learning rates of the per-agent estimators (exponentially weighted means).
+_UNIT_EWMA = 0.2
+_SERVICE_EWMA = 0.2
+# A task lives at least this long, and a learned service time is stretched by this factor
+# before it bounds a task: a slow task is far more likely than a lost one.
+_MIN_TASK_S = 0.05
+_SERVICE_STRETCH = 3.0
+_UNIT_BOUNDS = (1e-4, 1.0)
 
-@dataclass(frozen=True)
-class Reservation:
+
+@dataclass(slots=True)
+class Assignment:
     made_at_s: float
-    amount: float
     expires_at_s: float
 
 
-class Reservations:
-    def __init__(self, table: AgentTable, max_per_agent: int) -> None:
+@dataclass
+class Flight:
+    """One agent's open assignments and its reconciliation state."""
+
+    open: OrderedDict[str, Assignment] = field(default_factory=OrderedDict)
+    report_ts: float = -math.inf  # measurement time of the last LOAD report
+    report_value: float = math.nan
+    completed_since: int = 0  # absorbed tasks reported finished since that report
+    # Every task assigned, and every one reported done, since that report: the net
+    # change that LOAD's move is regressed on to learn the load per task.
+    assigned_since: int = 0
+    done_since: int = 0
+    reports_completions: bool = False
+
+
+@dataclass
+class Released:
+    released: bool
+    assignment_id: str | None = None
+
+
+class InFlight:
+    def __init__(
+        self,
+        table: AgentTable,
+        *,
+        default_unit: float,
+        assignment_ttl_s: float,
+        max_per_agent: int,
+        max_per_shard: int,
+    ) -> None:
         self.table = table
+        self.default_unit = default_unit
+        self.assignment_ttl_s = assignment_ttl_s
         self.max_per_agent = max_per_agent
-        self.by_agent: dict[str, deque[Reservation]] = {}
+        self.max_per_shard = max_per_shard
+        self.flights: dict[str, Flight] = {}
+        self.open_total = 0
+        self.expired_total = 0
+        self.completed_total: dict[str, int] = {"ok": 0, "failed": 0}
+        self.refused_total = 0
+        # Unique across restarts and processes: a random prefix plus a counter.
+        self._ids = (f"{os.urandom(4).hex()}-{i}" for i in itertools.count(1))
+        table.register("max_concurrency", (), np.float64, np.nan)  # declared
+        table.register("unit", (), np.float64, np.nan)  # learned load per task
+        table.register("service_s", (), np.float64, np.nan)  # learned service time
+        table.register("service_from_durations", (), np.bool_, 0)
+        # Mirrors of each Flight, so the estimate of many rows is a few array passes: open
+        # tasks the last report has not seen, absorbed tasks completed since it, and the
+        # earliest expiry among the former (past it, the row is refreshed first).
+        table.register("fresh", (), np.int32, 0)
+        table.register("done_since", (), np.int32, 0)
+        table.register("next_exp", (), np.float64, np.inf)
         table.on_remove(self._forget)
 
-    def _forget(self, removed: list[str], _moved: dict[int, int]) -> None:
-        by_agent = self.by_agent
-        if by_agent:
-            for a in removed:
-                by_agent.pop(a, None)
-
-    def add(self, agent_id: str, amount: float, ttl_s: float, now: float) -> None:
-        held = self.by_agent.get(agent_id)
-        if held is None:
-            # Bounded: a router that never hears back cannot grow one agent's records.
-            held = self.by_agent[agent_id] = deque(maxlen=self.max_per_agent)
-        held.append(Reservation(now, amount, now + ttl_s))
-
-    def absorb(self, rows: np.ndarray, load_ts: np.ndarray) -> None:
-        """New LOAD measured at ``load_ts`` for ``rows``: drop reservations made by then."""
-        if not self.by_agent:
+    def _sync(self, agent_id: str, row: int) -> None:
+        """Recompute the row's mirrors from its Flight (after any change but a new task)."""
+        t = self.table.arrays
+        fl = self.flights.get(agent_id)
+        if fl is None:
+            t["fresh"][row], t["done_since"][row], t["next_exp"][row] = 0, 0, np.inf
             return
+        fresh = [a.expires_at_s for a in fl.open.values() if a.made_at_s > fl.report_ts]
+        t["fresh"][row] = len(fresh)
+        t["done_since"][row] = fl.completed_since
+        t["next_exp"][row] = min(fresh, default=np.inf)
+
+    def _forget(self, removed: list[str], _moved: dict[int, int]) -> None:
+        for a in removed:
+            fl = self.flights.pop(a, None)
+            if fl is not None:
+                self.open_total -= len(fl.open)
+
+    # ------------------------------------------------------------------ parameters
+    def unit_of(self, row: int) -> float:
+        """Load one task adds: 1/max_concurrency if declared, else learned, else default."""
+        declared = self.table["max_concurrency"][row]
+        if declared > 0:
+            return float(1.0 / declared)
+        learned = self.table["unit"][row]
+        return float(learned) if learned > 0 else self.default_unit
+
+    def task_ttl_s(self, row: int) -> float:
+        svc = self.table["service_s"][row]
+        if not svc > 0:
+            return self.assignment_ttl_s
+        return float(min(self.assignment_ttl_s, max(_MIN_TASK_S, _SERVICE_STRETCH * svc)))
+
+    # ------------------------------------------------------------------ writes
+    def assign(self, agent_id: str, row: int, now: float) -> str | None:
+        """Record one task; None when the shard's bound on open records is reached."""
+        if self.open_total >= self.max_per_shard:
+            self._expire_agent(agent_id, now)
+            if self.open_total >= self.max_per_shard:
+                self.refused_total += 1
+                return None
+        fl = self.flights.get(agent_id)
+        if fl is None:
+            fl = self.flights[agent_id] = Flight()
+        if len(fl.open) >= self.max_per_agent:  # the oldest is surely done or lost
+            fl.open.popitem(last=False)
+            self.open_total -= 1
+            self.expired_total += 1
+            self._sync(agent_id, row)
+        aid = next(self._ids)
+        task = fl.open[aid] = Assignment(now, now + self.task_ttl_s(row))
+        fl.assigned_since += 1
+        self.open_total += 1
+        t = self.table.arrays
+        if task.made_at_s > fl.report_ts:  # the usual case: one more fresh task
+            t["fresh"][row] += 1
+            t["next_exp"][row] = min(t["next_exp"][row], task.expires_at_s)
+        return aid
+
+    def complete(
+        self,
+        agent_id: str,
+        row: int,
+        assignment_id: str | None,
+        ok: bool,
+        duration_s: float | None,
+        now: float,
+    ) -> Released:
+        fl = self.flights.get(agent_id)
+        self.completed_total["ok" if ok else "failed"] += 1
+        task: Assignment | None = None
+        if fl is not None and fl.open:
+            if assignment_id is None:  # no id: the oldest open task ended
+                assignment_id, task = fl.open.popitem(last=False)
+            else:
+                task = fl.open.pop(assignment_id, None)
+        if duration_s is None and task is not None:
+            duration_s = now - task.made_at_s
+        if duration_s is not None and duration_s >= 0:
+            self._learn_service(row, duration_s, from_durations=True)
+        if fl is not None:
+            fl.done_since += 1
+            fl.reports_completions = True
+        if task is None or fl is None:
+            return Released(False, assignment_id)
+        self.open_total -= 1
+        if task.made_at_s <= fl.report_ts:
+            fl.completed_since += 1
+        self._sync(agent_id, row)
+        return Released(True, assignment_id)
+
+    def on_load(self, rows: np.ndarray, values: np.ndarray, ts: np.ndarray) -> None:
+        """New LOAD reports measured at ``ts``: absorb the tasks assigned by then, and
+        learn the per-task unit and the service time from how LOAD moved."""
         ids = self.table.ids
-        for r, t in zip(rows.tolist(), load_ts.tolist(), strict=True):
-            held = self.by_agent.get(ids[r])
-            if held is None:
+        for r, v, t in zip(rows.tolist(), values.tolist(), ts.tolist(), strict=True):
+            fl = self.flights.get(ids[r])
+            if fl is None:  # nothing assigned since the agent was last reconciled
                 continue
-            while held and held[0].made_at_s <= t:
-                held.popleft()
-            if not held:
-                del self.by_agent[ids[r]]
+            # Without completion reports LOAD's move says nothing about one task's share.
+            net = fl.assigned_since - fl.done_since
+            learn = fl.reports_completions and math.isfinite(fl.report_value)
+            if learn and net != 0:
+                sample = (v - fl.report_value) / net
+                if _UNIT_BOUNDS[0] <= sample <= _UNIT_BOUNDS[1]:
+                    old = self.table["unit"][r]
+                    self.table["unit"][r] = (
+                        sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
+                    )
+            if fl.assigned_since and math.isfinite(fl.report_ts) and t > fl.report_ts:
+                # Little's law: time in system = tasks in system / arrival rate.
+                rate = fl.assigned_since / (t - fl.report_ts)
+                tasks = v / self.unit_of(r)
+                if not self.table["service_from_durations"][r] and rate > 0 and tasks > 0:
+                    self._learn_service(r, tasks / rate, from_durations=False)
+            fl.report_ts, fl.report_value = t, v
+            fl.completed_since = 0
+            fl.assigned_since = fl.done_since = 0
+            if not fl.open and not fl.reports_completions:
+                del self.flights[ids[r]]
+            self._sync(ids[r], r)
 
-    def amount(self, agent_id: str, now: float) -> float:
-        held = self.by_agent.get(agent_id)
-        if not held:
-            return 0.0
-        return sum(r.amount for r in held if r.expires_at_s > now)
+    def _learn_service(self, row: int, seconds: float, *, from_durations: bool) -> None:
+        svc = self.table["service_s"]
+        old = svc[row]
+        svc[row] = seconds if not old > 0 else old + _SERVICE_EWMA * (seconds - old)
+        if from_durations:
+            self.table["service_from_durations"][row] = True
 
-    def amounts(self, rows: np.ndarray, now: float) -> np.ndarray | None:
-        """Live reserved load per row, or None when nothing is reserved (the fast path)."""
-        if not self.by_agent:
-            return None
-        ids = self.table.ids
-        return np.fromiter((self.amount(ids[r], now) for r in rows.tolist()), np.float64, len(rows))
-
-    def reserved_rows(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, amounts) of every agent holding a live reservation."""
-        index = self.table.index
-        pairs = [(index[a], self.amount(a, now)) for a in self.by_agent]
-        pairs = [(r, amt) for r, amt in pairs if amt > 0.0]
-        if not pairs:
-            return np.empty(0, np.int64), np.empty(0)
-        rows, amts = zip(*pairs, strict=True)
-        return np.array(rows, np.int64), np.array(amts)
+    def _expire_agent(self, agent_id: str, now: float) -> None:
+        fl = self.flights.get(agent_id)
+        if fl is None:
+            return
+        # An expired task that the last report already counted stays in that report until
+        # the next one: not hearing back is no evidence that it finished.
+        gone = [aid for aid, a in fl.open.items() if a.expires_at_s <= now]
+        for aid in gone:
+            del fl.open[aid]
+        self.open_total -= len(gone)
+        self.expired_total += len(gone)
+        self._sync(agent_id, self.table.index[agent_id])
 
     def expire(self, now: float) -> int:
-        """Drop expired reservations; linear in the reservations held."""
-        dropped = 0
-        for a in list(self.by_agent):
-            held = self.by_agent[a]
-            live = [r for r in held if r.expires_at_s > now]
-            if len(live) != len(held):
-                dropped += len(held) - len(live)
-                if live:
-                    self.by_agent[a] = deque(live, maxlen=self.max_per_agent)
-                else:
-                    del self.by_agent[a]
-        return dropped
+        """Drop tasks past their time; linear in the open records."""
+        before = self.expired_total
+        for a in list(self.flights):
+            self._expire_agent(a, now)
+        return self.expired_total - before
+
+    # ------------------------------------------------------------------ reads
+    def _units(self, rows: np.ndarray) -> np.ndarray:
+        t = self.table.arrays
+        declared, learned = t["max_concurrency"][rows], t["unit"][rows]
+        # NaN (not declared, not learned) compares False; max_concurrency is never 0.
+        out: np.ndarray = np.where(learned > 0, learned, self.default_unit)
+        has = declared > 0
+        if has.any():
+            out[has] = 1.0 / declared[has]
+        return out
+
+    def _refresh(self, rows: np.ndarray, now: float) -> None:
+        """Expire the tasks of rows whose earliest fresh task is past its time."""
+        stale = rows[self.table.arrays["next_exp"][rows] <= now]
+        ids = self.table.ids
+        for r in stale.tolist():
+            self._expire_agent(ids[r], now)
+
+    def delta(self, agent_id: str, row: int, now: float) -> float:
+        """Estimated load change since the last report (0 with nothing open)."""
+        if agent_id not in self.flights:
+            return 0.0
+        d = self.deltas(np.array([row]), now)
+        return 0.0 if d is None else float(d[0])
+
+    def deltas(self, rows: np.ndarray, now: float) -> np.ndarray | None:
+        """Per row, or None when no agent has anything in flight (the fast path)."""
+        if not self.flights:
+            return None
+        self._refresh(rows, now)
+        t = self.table.arrays
+        net = t["fresh"][rows] - t["done_since"][rows]
+        out: np.ndarray = self._units(rows) * net
+        return out
+
+    def with_deltas(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, deltas) of every agent whose estimate differs from its report."""
+        if not self.flights:
+            return np.empty(0, np.int64), np.empty(0)
+        t, n = self.table.arrays, self.table.n
+        rows = np.flatnonzero((t["fresh"][:n] != 0) | (t["done_since"][:n] != 0))
+        self._refresh(rows, now)
+        d = self.deltas(rows, now)
+        assert d is not None
+        keep = d != 0.0
+        return rows[keep], d[keep]
+
+    def open_count(self, agent_id: str, now: float) -> int:
+        fl = self.flights.get(agent_id)
+        return 0 if fl is None else sum(1 for a in fl.open.values() if a.expires_at_s > now)
 
     def holders(self) -> set[str]:
-        return set(self.by_agent)
+        return {a for a, fl in self.flights.items() if fl.open}
 
-    def count(self) -> int:
-        return sum(len(h) for h in self.by_agent.values())
+    def view(self, agent_id: str, row: int, now: float) -> dict[str, Any]:
+        svc = self.table["service_s"][row]
+        declared = self.table["max_concurrency"][row]
+        return {
+            "in_flight": self.open_count(agent_id, now),
+            "load_per_task": self.unit_of(row),
+            "max_concurrency": int(declared) if declared > 0 else None,
+            "service_time_s": float(svc) if svc > 0 else None,
+        }
 
-    def records(self) -> list[tuple[str, float, float, float]]:
-        """Every reservation as (agent id, made at, amount, expires at), for snapshots."""
+    # ------------------------------------------------------------------ snapshots
+    def records(self) -> list[list[Any]]:
         return [
-            (a, r.made_at_s, r.amount, r.expires_at_s)
-            for a, held in self.by_agent.items()
-            for r in held
+            [
+                a,
+                fl.report_ts,
+                fl.report_value,
+                fl.completed_since,
+                fl.assigned_since,
+                fl.done_since,
+                fl.reports_completions,
+                [[aid, t.made_at_s, t.expires_at_s] for aid, t in fl.open.items()],
+            ]
+            for a, fl in self.flights.items()
         ]
 
-    def load_records(self, records: list[tuple[str, float, float, float]]) -> None:
-        for a, made, amount, exp in records:
-            self.add(a, amount, exp - made, made)
+    def load_records(self, records: list[list[Any]]) -> None:
+        for a, rts, rv, completed, assigned, done, reports, open_ in records:
+            fl = Flight(report_ts=float(rts), report_value=float(rv))
+            fl.completed_since, fl.assigned_since = int(completed), int(assigned)
+            fl.done_since, fl.reports_completions = int(done), bool(reports)
+            for aid, made, exp in open_:
+                fl.open[str(aid)] = Assignment(float(made), float(exp))
+            self.flights[str(a)] = fl
+            self.open_total += len(fl.open)
+            self._sync(str(a), self.table.index[str(a)])

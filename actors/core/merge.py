@@ -141,6 +141,25 @@ def _p2c_winners(
     return idx[merge_order(merged.scores[idx], merged.keys[idx])]
 
 
+def _balanced_picks(
+    scores: np.ndarray, order: np.ndarray, k: int, tolerance: float, rng: np.random.Generator
+) -> np.ndarray:
+    """k picks, each uniformly at random among the remaining candidates whose score is
+    within ``tolerance`` of the best remaining one. Several routers choosing at the same
+    moment (before either's assignment is visible) then spread over the near-best agents
+    instead of all taking the argmax; a clearly better agent is still always taken."""
+    remaining = list(order.tolist())
+    picks: list[int] = []
+    for _ in range(min(k, len(remaining))):
+        best = scores[remaining[0]]
+        close = 1
+        while close < len(remaining) and scores[remaining[close]] >= best - tolerance:
+            close += 1
+        picks.append(remaining.pop(int(rng.integers(close))))
+    idx = np.array(picks, dtype=np.int64)
+    return idx[merge_order(scores[idx], np.zeros(len(idx)))] if len(idx) > 1 else idx
+
+
 def merge_partials(
     parts: list[Partial],
     request: SelectRequest,
@@ -163,6 +182,8 @@ def merge_partials(
         )
         if request.strategy == "best":
             idx = order[:k]
+        elif request.strategy == "balanced":
+            idx = _balanced_picks(merged.scores, order, k, request.balanced_tolerance, rng)
         else:  # weighted: sample k from the global top pool, proportional to score
             pool = order[: max(k, request.weighted_pool)]
             idx = pool[weighted_sample(merged.scores[pool], k, rng)]
@@ -173,7 +194,7 @@ def merge_partials(
             score=float(merged.scores[i]),
             scores=dict(zip(DIMENSIONS, merged.dims[i].tolist(), strict=True)),
             known=bool(merged.known[i]),
-            reserved=False,
+            assignment_id=None,
         )
         for i in idx.tolist()
     ]
@@ -208,4 +229,6 @@ def shard_fetch_size(request: SelectRequest) -> int:
         return request.k * request.p2c_choices
     if request.strategy == "weighted":
         return max(request.k, request.weighted_pool)
+    if request.strategy == "balanced":
+        return max(request.k, request.balanced_pool)
     return request.k

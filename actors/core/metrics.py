@@ -93,8 +93,11 @@ class MetricsSnapshot:
     registration_s: dict[str, Histogram] = field(default_factory=dict)
     selection_s: dict[str, Histogram] = field(default_factory=dict)
     signal_age_s: Histogram = field(default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S))
+    completed_total: dict[str, int] = field(default_factory=dict)
+    assignments_expired: int = 0
     agents: int = 0
     live_signals: int = 0
+    in_flight: int = 0
 
     def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n
@@ -132,6 +135,7 @@ class MetricsSnapshot:
             (self.rejected_total, other.rejected_total),
             (self.selections_total, other.selections_total),
             (self.predictions_total, other.predictions_total),
+            (self.completed_total, other.completed_total),
         ):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
@@ -142,3 +146,5 @@ class MetricsSnapshot:
         self.signal_age_s.merge(other.signal_age_s)
         self.agents += other.agents
         self.live_signals += other.live_signals
+        self.in_flight += other.in_flight
+        self.assignments_expired += other.assignments_expired

@@ -72,6 +72,17 @@ def agent_id_problem(agent_id: Any) -> str:
     return "must be 1 to 128 characters of A-Z a-z 0-9 . _ : @ -"
 
 
+def check_agent_id(agent_id: Any) -> str:
+    """The id itself, or an ``InvalidInput`` naming the field and what is wrong."""
+    if isinstance(agent_id, str) and _AGENT_ID_RE.match(agent_id):
+        return agent_id
+    from actors.core.errors import InvalidInput
+
+    raise InvalidInput(
+        "invalid agent id", [{"field": "agent_id", "reason": agent_id_problem(agent_id)}]
+    )
+
+
 def _explain_agent_ids(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     """Ids are checked by pydantic's compiled pattern (no Python call per id on the hot
     path); only a failure comes here, to say in plain words what is wrong with which id."""
@@ -186,7 +197,12 @@ DEFAULT_WEIGHTS = Weights(
     load=0.25, capacity=0.25, quality=0.20, cost=0.15, latency=0.0, availability=0.15
 )
 
-Strategy = Literal["best", "p2c", "weighted"]
+Strategy = Literal["balanced", "best", "p2c", "weighted"]
+STRATEGIES: tuple[str, ...] = ("balanced", "best", "p2c", "weighted")
+MAX_LABELS = 32
+LabelKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+LabelValue = Annotated[str, StringConstraints(strict=True, max_length=256)]
+LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 
 
 class SelectRequest(BaseModel):
@@ -195,17 +211,44 @@ class SelectRequest(BaseModel):
     candidates: Annotated[list[AgentId] | None, CheckedIds] = Field(None, max_length=MAX_CANDIDATES)
     k: int = Field(1, ge=1, le=MAX_K)
     weights: Weights | None = None
-    strategy: Strategy = "best"
+    strategy: Strategy = "balanced"
     exclude: Annotated[list[AgentId], CheckedIds] = Field(
         default_factory=list, max_length=MAX_CANDIDATES
     )
     require_signals: bool = False
     min_score: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
-    reserve: bool = False
+    require_labels: LabelMap | None = Field(
+        None, description="only agents carrying every one of these labels"
+    )
+    assign: bool = Field(
+        True, description="record an in-flight task on each agent chosen (a write)"
+    )
     p2c_choices: int = Field(2, ge=2, le=16, description="d in power-of-d-choices")
     weighted_pool: int = Field(
         16, ge=1, le=MAX_K, description="size of the top pool the weighted strategy samples from"
     )
+    balanced_pool: int = Field(
+        8, ge=1, le=MAX_K, description="top candidates per shard that balanced spreads over"
+    )
+    balanced_tolerance: float = Field(
+        0.005,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="balanced picks at random among agents this close to the best score",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reserve_is_assign(cls, data: Any) -> Any:
+        """``reserve`` was the old name of ``assign``; both are accepted."""
+        if isinstance(data, dict) and "reserve" in data:
+            data = dict(data)
+            reserve = data.pop("reserve")
+            if "assign" in data and data["assign"] != reserve:
+                raise ValueError("reserve is a synonym of assign; give one or the other")
+            data["assign"] = reserve
+        return data
 
 
 class ScoresRequest(BaseModel):
@@ -225,7 +268,9 @@ class AgentScore(BaseModel):
 
 class SelectedAgent(AgentScore):
     agent_id: str
-    reserved: bool = False
+    assignment_id: str | None = Field(
+        None, description="the in-flight task recorded on this agent; pass it to complete"
+    )
 
 
 class SelectResult(BaseModel):
@@ -234,7 +279,7 @@ class SelectResult(BaseModel):
     shards_answered: int = 1
     shards_total: int = 1
     degraded: bool = False
-    strategy: Strategy = "best"
+    strategy: Strategy = "balanced"
 
 
 class ScoresResult(BaseModel):
@@ -270,7 +315,42 @@ class AgentView(BaseModel):
     scores: dict[str, float]
     score: float
     history_length: int
-    reserved_load: float = 0.0
+    in_flight: int = Field(0, description="open assignments")
+    estimated_load: float | None = Field(
+        None, description="last reported LOAD + assigned since - completed since"
+    )
+    load_per_task: float = Field(description="1/max_concurrency, declared or learned")
+    service_time_s: float | None = Field(None, description="learned time per task")
+    max_concurrency: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class DescribeRequest(BaseModel):
+    """``PUT /v1/agents/{agent_id}``: metadata without a TTL. Omitted fields are kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrency: int | None = Field(
+        None, ge=1, le=1_000_000, strict=True, description="tasks the agent runs at once"
+    )
+    labels: LabelMap | None = Field(None, description="replaces the agent's labels")
+
+
+class CompleteRequest(BaseModel):
+    """``POST /v1/agents/{agent_id}/complete``: a task the agent was assigned has ended."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    assignment_id: str | None = Field(
+        None, max_length=64, description="omitted: the agent's oldest open task"
+    )
+    ok: bool = True
+    duration_s: float | None = Field(None, ge=0.0, le=86_400.0, allow_inf_nan=False)
+
+
+class CompleteResult(BaseModel):
+    released: bool
+    assignment_id: str | None = None
 
 
 class OverloadPrediction(BaseModel):

@@ -1,9 +1,9 @@
 """Snapshot format of one shard: versioned, numpy ``.npz`` (no pickle), checked on load.
 
-A snapshot holds every per-row array of the agent table, the ids, the reservations and a
-JSON header. ``load`` trusts nothing: a missing array, a wrong shape or dtype, duplicate
-ids or a malformed header is an ``InvalidInput`` naming what is wrong, never a numpy error
-deep inside the restore.
+A snapshot holds every per-row array of the agent table, the ids, the in-flight records,
+the labels and a JSON header. ``load`` trusts nothing: a missing array, a wrong shape or
+dtype, duplicate ids or a malformed header is an ``InvalidInput`` naming what is wrong,
+never a numpy error deep inside the restore.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from actors.core.errors import InvalidInput
 from actors.core.models import DIMENSIONS
 from actors.core.table import AgentTable
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _META = "__meta__"
 
 
@@ -29,7 +29,8 @@ class SnapshotData:
     history_size: int
     ids: list[str]
     arrays: dict[str, np.ndarray]
-    reservations: list[tuple[str, float, float, float]]
+    inflight: list[list[Any]]
+    labels: dict[str, dict[str, str]]
     taken_at_s: float
 
 
@@ -108,9 +109,15 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
             if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                 raise _bad(name, f"dtype {arr.dtype}, expected {spec.dtype}")
             arrays[name] = arr
-        reservations = meta.get("reservations", [])
-        try:
-            res = [(str(a), float(m), float(amt), float(e)) for a, m, amt, e in reservations]
-        except (TypeError, ValueError) as exc:
-            raise _bad("reservations", f"malformed: {exc}") from exc
-    return SnapshotData(H, ids, arrays, res, float(meta.get("taken_at", 0.0)))
+        inflight, labels = meta.get("inflight", []), meta.get("labels", {})
+        known = set(ids)
+        if not isinstance(inflight, list) or not all(
+            isinstance(r, list) and len(r) == 8 and r[0] in known for r in inflight
+        ):
+            raise _bad("inflight", "malformed in-flight records")
+        if not isinstance(labels, dict) or not all(
+            a in known and isinstance(m, dict) and all(isinstance(v, str) for v in m.values())
+            for a, m in labels.items()
+        ):
+            raise _bad("labels", "malformed labels")
+    return SnapshotData(H, ids, arrays, inflight, labels, float(meta.get("taken_at", 0.0)))

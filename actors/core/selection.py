@@ -1,33 +1,40 @@
 """One shard's side of a selection: score the candidates, return enough for an exact merge.
 
-Scores here include the reservations (``inflight``), so every path that scores an agent
-(selection, ``scores``, the agent view) sees the same number.
+The load dimension here is the *estimated* current load (``inflight``: the last report
+plus the tasks assigned since, minus those completed since), so every path that scores an
+agent (selection, ``scores``, the agent view) sees the same number.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from actors.core.inflight import Reservations
+from actors.core.inflight import InFlight
 from actors.core.merge import Partial, shard_fetch_size, top_order
+from actors.core.metadata import Labels
 from actors.core.models import LOAD_CODE, NUM_DIMENSIONS, SelectRequest
 from actors.core.signals import LiveSignals
 from actors.core.table import AgentTable
 
 
 class Scorer:
-    """Effective dimension scores and routing scores, reservations applied."""
+    """Effective dimension scores and routing scores, in-flight tasks applied."""
 
-    def __init__(self, table: AgentTable, signals: LiveSignals, reservations: Reservations) -> None:
+    def __init__(
+        self, table: AgentTable, signals: LiveSignals, inflight: InFlight, labels: Labels
+    ) -> None:
         self.table = table
         self.signals = signals
-        self.reservations = reservations
+        self.inflight = inflight
+        self.labels = labels
 
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
         t = self.signals.dims(rows, now)
-        res = self.reservations.amounts(rows, now)
-        if res is not None:
-            t[LOAD_CODE] = np.maximum(t[LOAD_CODE] - res, 0.0)
+        delta = self.inflight.deltas(rows, now)
+        if delta is not None:
+            # Tasks since the report are known for sure: they shift the (decayed) load
+            # score undecayed. Clipped so the dimension stays a score in [0, 1].
+            np.clip(t[LOAD_CODE] - delta, 0.0, 1.0, out=t[LOAD_CODE])
         return t
 
     def known_dims(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +49,7 @@ class Scorer:
 
     def all_scores(self, w: np.ndarray, now: float) -> np.ndarray:
         scores = self.signals.all_scores(w, now)
-        rows, _ = self.reservations.reserved_rows(now)
+        rows, _ = self.inflight.with_deltas(now)
         if len(rows):
             scores[rows] = w @ self.dims(rows, now)
         return scores
@@ -58,6 +65,9 @@ def partial_select(
         if req.exclude:
             ex = set(req.exclude)
             cand = [c for c in cand if c not in ex]
+        if req.require_labels:
+            # An unknown candidate has no labels, so it cannot match.
+            cand = [c for c in cand if scorer.labels.matches(c, req.require_labels)]
         rows = table.lookup(cand)
         if req.require_signals:
             keep = rows >= 0
@@ -79,6 +89,10 @@ def partial_select(
         if req.require_signals:
             live = signals.has_live(slice(0, n), now)
             mask = live if mask is None else mask & live
+        if req.require_labels:
+            matching = np.zeros(n, bool)
+            matching[[table.index[a] for a in scorer.labels.matching(req.require_labels)]] = True
+            mask = matching if mask is None else mask & matching
         if mask is not None:
             rows = np.flatnonzero(mask)
             scores = scores[rows]

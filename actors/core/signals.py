@@ -41,6 +41,8 @@ class LiveSignals:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Make the newest signal per (agent, type) live; returns what became live as
         (rows, codes, timestamps)."""
+        if not len(rows):
+            return rows, codes, ts
         t = self.table
         exp_a, ts_a = t["exp"], t["ts"]
         key = rows * _D + codes

@@ -5,7 +5,8 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``table``: agent id <-> row, and every per-row array (swap-remove moves them all);
 - ``signals``: live signals and their decayed scores;
 - ``history``: the bounded ring of recent signals per agent;
-- ``inflight``: reservations the selections put on agents;
+- ``inflight``: assignments, completions and the load estimate between reports;
+- ``metadata``: labels (``describe``);
 - ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
 - ``prediction``: overload trends; ``persistence``: the snapshot format;
 - ``metrics``: counters and histograms, recorded here after each verb.
@@ -24,20 +25,24 @@ from actors.core.columns import SignalColumns, columns_from_arrays, columns_from
 from actors.core.config import ShardConfig
 from actors.core.errors import InvalidInput, NotFound
 from actors.core.history import History
-from actors.core.inflight import Reservations
+from actors.core.inflight import InFlight
 from actors.core.merge import Partial, merge_partials
+from actors.core.metadata import Labels
 from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
     DIMENSIONS,
     LOAD_CODE,
     AgentScore,
     AgentView,
+    CompleteResult,
+    DescribeRequest,
     IngestResult,
     OverloadPrediction,
     PredictParams,
     SelectRequest,
     SelectResult,
     Weights,
+    check_agent_id,
 )
 from actors.core.prediction import Predictor
 from actors.core.selection import Scorer, partial_select
@@ -48,7 +53,7 @@ _OVERLOAD_CHUNK_ROWS = 65_536
 
 
 class ShardState:
-    """All live signals, history and reservations of the agents one shard owns."""
+    """All live signals, history, assignments and metadata of the agents one shard owns."""
 
     def __init__(
         self,
@@ -63,8 +68,15 @@ class ShardState:
         self.table = AgentTable(cfg.initial_capacity)
         self.signals = LiveSignals(self.table)
         self.hist = History(self.table, cfg.history_size)
-        self.reservations = Reservations(self.table, cfg.max_reservations_per_agent)
-        self.scorer = Scorer(self.table, self.signals, self.reservations)
+        self.inflight = InFlight(
+            self.table,
+            default_unit=cfg.default_task_load,
+            assignment_ttl_s=cfg.assignment_ttl_s,
+            max_per_agent=cfg.max_inflight_per_agent,
+            max_per_shard=cfg.max_inflight_per_shard,
+        )
+        self.labels = Labels(self.table)
+        self.scorer = Scorer(self.table, self.signals, self.inflight, self.labels)
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = MetricsSnapshot()
 
@@ -89,11 +101,22 @@ class ShardState:
             # A timestamp a few seconds ahead is clock skew: age and expiry count from receipt.
             ts = np.minimum(vb.effective_ts_s[idx], now)
             self.hist.write(rows, codes, vals, ts)
+            # A backfilled sample (expired on arrival) goes into history, never live.
+            live = vb.live[idx]
             r, c, t = self.signals.write(
-                rows, codes, vals, cols.confidences[idx], cols.ttls_s[idx], ts, now
+                rows[live],
+                codes[live],
+                vals[live],
+                cols.confidences[idx][live],
+                cols.ttls_s[idx][live],
+                ts[live],
+                now,
             )
             is_load = c == LOAD_CODE
-            self.reservations.absorb(r[is_load], t[is_load])
+            if is_load.any():
+                self.inflight.on_load(
+                    r[is_load], self.table["val"][LOAD_CODE, r[is_load]], t[is_load]
+                )
         self.metrics.record_ingest(
             cols.type_codes[idx], vb.reasons, time.perf_counter() - t0, len(cols)
         )
@@ -129,10 +152,10 @@ class ShardState:
         """A whole selection on this shard alone (the router merges the same partials)."""
         t0 = time.perf_counter()
         result, chosen = merge_partials([self.partial_select(req)], req, self._rng)
-        if req.reserve:
-            held = self.reserve([s.agent_id for s in result.selected])
-            for s, ok in zip(result.selected, held, strict=True):
-                s.reserved = ok
+        if req.assign:
+            ids = self.assign([s.agent_id for s in result.selected])
+            for s in result.selected:
+                s.assignment_id = ids.get(s.agent_id)
         self.metrics.record_selection(
             req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0
         )
@@ -141,20 +164,55 @@ class ShardState:
     def record_selection(self, strategy: str, ages_s: np.ndarray, took_s: float) -> None:
         self.metrics.record_selection(strategy, ages_s, took_s)
 
-    def reserve(
-        self, agent_ids: Sequence[str], amount: float | None = None, ttl_s: float | None = None
-    ) -> list[bool]:
-        """Hold a short-lived load increment on known agents; unknown ones get no state."""
+    def assign(self, agent_ids: Sequence[str]) -> dict[str, str]:
+        """Record one in-flight task on each known agent; unknown ones get no state.
+        Returns the assignment id of each agent assigned."""
         now = self._clock()
-        amount = self.config.reservation_load if amount is None else amount
-        ttl_s = self.config.reservation_ttl_s if ttl_s is None else ttl_s
-        out = []
+        out = {}
         for a in agent_ids:
-            known = a in self.table.index
-            if known:
-                self.reservations.add(a, amount, ttl_s, now)
-            out.append(known)
+            r = self.table.row(a)
+            if r is not None:
+                aid = self.inflight.assign(a, r, now)
+                if aid is not None:
+                    out[a] = aid
         return out
+
+    def complete(
+        self,
+        agent_id: str,
+        assignment_id: str | None = None,
+        ok: bool = True,
+        duration_s: float | None = None,
+    ) -> CompleteResult:
+        """A task ended: the load estimate drops now, not at the next LOAD report. An
+        unknown agent gets ``released: false`` and no state."""
+        r = self.table.row(agent_id)
+        if r is None:
+            return CompleteResult(released=False, assignment_id=assignment_id)
+        out = self.inflight.complete(agent_id, r, assignment_id, ok, duration_s, self._clock())
+        self.metrics.count(self.metrics.completed_total, "ok" if ok else "failed")
+        return CompleteResult(released=out.released, assignment_id=out.assignment_id)
+
+    def describe(
+        self,
+        agent_id: str,
+        max_concurrency: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> AgentView:
+        """Set metadata (no TTL; omitted fields are kept). Creates the agent if new."""
+        meta = DescribeRequest(max_concurrency=max_concurrency, labels=labels)
+        check_agent_id(agent_id)
+        now = self._clock()
+        r = self.table.row(agent_id)
+        if r is None:
+            self.table.add([agent_id])
+            r = self.table.n - 1
+            self.hist.touch(r, now)  # retained like an agent that just reported
+        if meta.max_concurrency is not None:
+            self.table["max_concurrency"][r] = meta.max_concurrency
+        if meta.labels is not None:
+            self.labels.replace(agent_id, meta.labels)
+        return self.agent(agent_id)
 
     def scores(
         self, agent_ids: Sequence[str], weights: Weights | None = None
@@ -187,14 +245,25 @@ class ShardState:
         now = self._clock()
         r = self._row(agent_id)
         dims = self.scorer.dims(np.array([r]), now)[:, 0]
+        reported = self.signals.value(LOAD_CODE, r, now)
+        delta = self.inflight.delta(agent_id, r, now)
         return AgentView(
             agent_id=agent_id,
             signals=self.signals.view(r, now),
             scores=dict(zip(DIMENSIONS, dims.tolist(), strict=True)),
             score=float(self._default_w @ dims),
             history_length=self.hist.length(r),
-            reserved_load=self.reservations.amount(agent_id, now),
+            estimated_load=None if reported is None else reported + delta,
+            labels=self.labels.get(agent_id),
+            **self.inflight.view(agent_id, r, now),
         )
+
+    def estimated_load(self, agent_id: str) -> float | None:
+        """Last reported LOAD + the in-flight change since; None with no live report."""
+        now = self._clock()
+        r = self._row(agent_id)
+        reported = self.signals.value(LOAD_CODE, r, now)
+        return None if reported is None else reported + self.inflight.delta(agent_id, r, now)
 
     def delete(self, agent_id: str) -> bool:
         r = self.table.row(agent_id)
@@ -237,16 +306,16 @@ class ShardState:
 
     # ------------------------------------------------------------------ upkeep
     def sweep(self) -> dict[str, int]:
-        """Drop expired signals and reservations, then agents with nothing live, no
-        reservation and no recent history (with all their state). Linear in the agents."""
+        """Drop expired signals and assignments, then agents with nothing live, nothing
+        in flight and no recent history (with all their state). Linear in the agents."""
         now = self._clock()
         n = self.table.n
         expired = self.signals.expire(now)
-        self.reservations.expire(now)
+        self.inflight.expire(now)
         idle = ~self.signals.has_live(slice(0, n), now)
         stale = self.hist.stale(now - self.config.history_retention_s)
         drop = np.flatnonzero(idle & stale)
-        holders = self.reservations.holders()
+        holders = self.inflight.holders()
         if holders and len(drop):
             ids = self.table.ids
             drop = drop[[ids[r] not in holders for r in drop.tolist()]]
@@ -267,7 +336,7 @@ class ShardState:
             "agents": self.table.n,
             "live_signals": self.signals.live_count(self._clock()),
             "history_signals": self.hist.total(),
-            "reservations": self.reservations.count(),
+            "in_flight": self.inflight.open_total,
             "array_bytes": self.table.nbytes(),
         }
 
@@ -275,6 +344,9 @@ class ShardState:
         s = self.stats()
         self.metrics.agents = s["agents"]
         self.metrics.live_signals = s["live_signals"]
+        self.metrics.in_flight = s["in_flight"]
+        # Reads expire overdue tasks too, so the part's own counter is the total.
+        self.metrics.assignments_expired = self.inflight.expired_total
         return self.metrics
 
     def array_bytes(self) -> int:
@@ -283,7 +355,7 @@ class ShardState:
     # ------------------------------------------------------------------ snapshot
     def snapshot(self) -> bytes:
         """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
-        extra = {"reservations": self.reservations.records()}
+        extra = {"inflight": self.inflight.records(), "labels": self.labels.by_agent}
         return persistence.dump(self.table, self.config.history_size, extra, self._clock())
 
     @classmethod
@@ -312,5 +384,7 @@ class ShardState:
         state.table.add(snap.ids)
         for name, arr in snap.arrays.items():
             state.table.arrays[name][..., : state.table.n] = arr
-        state.reservations.load_records(snap.reservations)
+        state.inflight.load_records(snap.inflight)
+        for agent_id, labels in snap.labels.items():
+            state.labels.replace(agent_id, labels)
         return state

@@ -156,6 +156,38 @@ def test_agent_view_delete_and_404(http) -> None:
     assert http.delete("/v1/agents/del-me").status_code == 404
 
 
+def test_describe_assign_complete_over_http(http, service) -> None:
+    put = http.put("/v1/agents/gpu:7", json={"max_concurrency": 5, "labels": {"skill": "sql"}})
+    assert put.status_code == 200 and put.json()["labels"] == {"skill": "sql"}
+    assert put.json()["max_concurrency"] == 5 and put.json()["load_per_task"] == 0.2
+    bad = http.put("/v1/agents/gpu:7", json={"max_concurrency": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"].endswith(
+        "max_concurrency"
+    )
+    http.post(
+        "/v1/signals", json={"signals": [sig("gpu:7", "LOAD", 0.1), sig("cpu:1", "LOAD", 0.0)]}
+    )
+    res = http.post("/v1/select", json={"require_labels": {"skill": "sql"}}).json()
+    (pick,) = res["selected"]
+    assert pick["agent_id"] == "gpu:7" and pick["assignment_id"] and res["strategy"] == "balanced"
+    view = http.get("/v1/agents/gpu:7").json()
+    assert view["in_flight"] == 1 and view["estimated_load"] == pytest.approx(0.3)
+    done = http.post(
+        "/v1/agents/gpu:7/complete",
+        json={"assignment_id": pick["assignment_id"], "ok": True, "duration_s": 1.5},
+    )
+    assert done.status_code == 200 and done.json()["released"] is True
+    assert http.get("/v1/agents/gpu:7").json()["in_flight"] == 0
+    again = http.post("/v1/agents/gpu:7/complete", json={"assignment_id": pick["assignment_id"]})
+    assert again.json()["released"] is False
+    read = http.post("/v1/select", json={"candidates": ["cpu:1"], "assign": False}).json()
+    assert read["selected"][0]["assignment_id"] is None
+    with RippleHTTPClient(service["url"]) as c:
+        assert c.describe("cpu:1", labels={"skill": "py"})["labels"] == {"skill": "py"}
+        pick2 = c.select(require_labels={"skill": "py"})["selected"][0]
+        assert c.complete("cpu:1", pick2["assignment_id"]) is True
+
+
 def test_ttl_expiry_over_http(http) -> None:
     http.post(
         "/v1/signals",

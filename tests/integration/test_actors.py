@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ def client(ray_session, namespace) -> Iterator[RippleClient]:
     config = ServiceConfig(
         namespace=namespace,
         num_shards=3,
+        num_routers=2,
         shard_deadline_s=3.0,
         # A short retention so the sweep visibly drops agents (reads alone never do).
         shard=ShardConfig(sweep_interval_s=0.5, history_retention_s=1.0),
@@ -60,7 +62,7 @@ def test_cross_shard_selection_equals_single_shard_reference(client, seed) -> No
     prefix_ids = sorted({b["agent_id"] for b in batch})
     for weights in (None, Weights(quality=1, latency=1), Weights(load=3, cost=1)):
         cands = [prefix_ids[i] for i in rng.choice(len(prefix_ids), 120, replace=False)]
-        req = SelectRequest(candidates=cands, k=10, weights=weights)
+        req = SelectRequest(candidates=cands, k=10, weights=weights, strategy="best", assign=False)
         got, want = client.select_request(req), reference.select(req)
         assert [s.agent_id for s in got.selected] == [s.agent_id for s in want.selected]
         assert [s.score for s in got.selected] == pytest.approx(
@@ -105,18 +107,56 @@ def test_per_item_errors_come_back_through_the_client(client) -> None:
         actors.deploy(client.config.model_copy(update={"num_shards": 5}))
 
 
-def test_reserve_and_delete_through_the_router(client) -> None:
+def test_assign_complete_describe_and_delete_through_the_router(client) -> None:
     client.register(
         [
             {"agent_id": "rsv-a", "signal_type": "LOAD", "value": 0.0},
             {"agent_id": "rsv-b", "signal_type": "LOAD", "value": 0.05},
         ]
     )
-    first = client.select(candidates=["rsv-a", "rsv-b"], reserve=True).selected[0]
-    assert first.agent_id == "rsv-a" and first.reserved
-    assert client.agent("rsv-a").reserved_load > 0
+    client.describe("rsv-a", max_concurrency=4, labels={"skill": "sql"})
+    first = client.select(candidates=["rsv-a", "rsv-b"], strategy="best").selected[0]
+    assert first.agent_id == "rsv-a" and first.assignment_id
+    view = client.agent("rsv-a")
+    assert view.in_flight == 1 and view.estimated_load == pytest.approx(0.25)
+    assert view.labels == {"skill": "sql"}
+    # The owner shard saw the assignment: the next selection, from any router, goes on.
     assert client.select(candidates=["rsv-a", "rsv-b"]).selected[0].agent_id == "rsv-b"
+    assert client.complete("rsv-a", first.assignment_id, ok=True, duration_s=0.5).released
+    assert client.agent("rsv-a").in_flight == 0
+    assert client.select(require_labels={"skill": "sql"}, k=5).selected[0].agent_id == "rsv-a"
     assert client.delete("rsv-a") and not client.delete("rsv-a")
+    assert client.complete("rsv-a").released is False  # gone, and not re-created
+
+
+def test_concurrent_selections_from_many_callers_spread_over_agents(
+    client, ray_session, namespace
+) -> None:
+    """Eight Ray tasks, each its own client (its own router choice), select 10 times at
+    once over 20 equal agents: the owner shards count every assignment, so no agent is
+    piled on as a per-router argmax would."""
+    agents = [f"conc-{i}" for i in range(20)]
+    for a in agents:
+        client.describe(a, max_concurrency=10)
+    client.register([{"agent_id": a, "signal_type": "LOAD", "value": 0.2} for a in agents])
+
+    @ray_session.remote(num_cpus=0.1)
+    def caller(ns: str, agents: list[str]) -> list[str]:
+        import actors as a
+
+        c = a.connect(namespace=ns)
+        return [c.select(candidates=agents).selected[0].agent_id for _ in range(10)]
+
+    picks = [
+        p
+        for part in ray_session.get([caller.remote(namespace, agents) for _ in range(8)])
+        for p in part
+    ]
+    counts = collections.Counter(picks)
+    assert len(picks) == 80
+    # 80 picks over 20 agents: 4 each when spread perfectly; one argmax would take 80.
+    assert max(counts.values()) <= 8, counts
+    assert sum(client.agent(a).in_flight for a in agents) == 80
 
 
 def test_discovery_from_a_ray_task(client, ray_session, namespace) -> None:

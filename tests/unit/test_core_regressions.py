@@ -64,7 +64,8 @@ def test_weights_near_the_float_limit_are_normalised_not_crashing(clock) -> None
 
 def _sweep_seconds(agents: int, reserved: int) -> float:
     now = [1_000.0]
-    state = ShardState(ShardConfig(history_retention_s=0, history_size=1), clock=lambda: now[0])
+    cfg = ShardConfig(history_retention_s=0, history_size=1, assignment_ttl_s=600)
+    state = ShardState(cfg, clock=lambda: now[0])
     state.ingest_arrays(
         [f"e{i}" for i in range(agents)],
         ["LOAD"] * agents,
@@ -73,7 +74,8 @@ def _sweep_seconds(agents: int, reserved: int) -> float:
     )
     keep = [f"r{i}" for i in range(reserved)]
     state.ingest_arrays(keep, ["LOAD"] * reserved, np.full(reserved, 0.5), ttls_s=[3600] * reserved)
-    state.reserve(keep, ttl_s=600)
+    for _ in range(2):
+        state.assign(keep)
     now[0] += 2
     t0 = time.perf_counter()
     out = state.sweep()
@@ -115,17 +117,17 @@ def test_prediction_probability_uses_the_prediction_interval() -> None:
     assert fit.probability[0] == pytest.approx(want, rel=1e-6)
 
 
-def test_load_measured_before_a_reservation_does_not_clear_it(clock) -> None:
+def test_load_measured_before_an_assignment_does_not_absorb_it(clock) -> None:
     """A LOAD sample taken before the pick, delivered after it, cleared the reservation."""
-    state = ShardState(ShardConfig(reservation_load=0.2), clock=clock)
+    state = ShardState(ShardConfig(default_task_load=0.2), clock=clock)
     state.ingest_dicts([sig("a", "LOAD", 0.1)])
     clock.advance(1)
-    state.reserve(["a"])
+    state.assign(["a"])
     clock.advance(1)
     state.ingest_dicts([sig("a", "LOAD", 0.1, timestamp=clock() - 1.5)])  # measured earlier
-    assert state.agent("a").reserved_load == pytest.approx(0.2)
-    state.ingest_dicts([sig("a", "LOAD", 0.1, timestamp=clock() - 0.5)])  # measured after
-    assert state.agent("a").reserved_load == 0.0
+    assert state.agent("a").estimated_load == pytest.approx(0.3)
+    state.ingest_dicts([sig("a", "LOAD", 0.3, timestamp=clock() - 0.5)])  # measured after
+    assert state.agent("a").estimated_load == pytest.approx(0.3)
 
 
 def _tamper(data: bytes, name: str, arr: np.ndarray | None) -> bytes:

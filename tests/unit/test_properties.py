@@ -32,12 +32,11 @@ class Reference:
 
     def ingest(self, s: dict, now: float) -> bool:
         ttl = s.get("ttl_s", 60.0)
-        if s.get("timestamp", now) + ttl <= now:
-            return False  # already expired on arrival
         ts = min(s.get("timestamp", now), now)
         key = (s["agent_id"], s["signal_type"])
         held = self.live.get(key)
-        if held is None or ts >= held[2] or held[2] + held[3] <= now:
+        backfill = s.get("timestamp", now) + ttl <= now  # history only, never live
+        if not backfill and (held is None or ts >= held[2] or held[2] + held[3] <= now):
             self.live[key] = (s["value"], s.get("confidence", 1.0), ts, ttl)
         self.last_seen[s["agent_id"]] = max(self.last_seen.get(s["agent_id"], 0.0), ts)
         return True
@@ -133,7 +132,7 @@ def test_core_matches_reference_model(ops: list, w: dict | None, k: int) -> None
         assert got[a].score == pytest.approx(ref.score(a, wdict, now), abs=1e-9)
         assert got[a].scores == pytest.approx(ref.dims(a, now), abs=1e-9)
     expected = sorted((ref.score(a, wdict, now) for a in ref.last_seen), reverse=True)[:k]
-    top = state.select(SelectRequest(k=k, weights=weight_model))
+    top = state.select(SelectRequest(k=k, weights=weight_model, strategy="best", assign=False))
     assert [s.score for s in top.selected] == pytest.approx(expected, abs=1e-9)
     assert top.considered == len(ref.last_seen)
 
@@ -160,12 +159,12 @@ def split_states(num_shards: int, n_agents: int, seed: int) -> tuple[ShardState,
     return single, shards
 
 
-@pytest.mark.parametrize("strategy", ["best", "weighted", "p2c"])
+@pytest.mark.parametrize("strategy", ["balanced", "best", "weighted", "p2c"])
 def test_merged_shard_answers_equal_one_shard_holding_everything(strategy: str) -> None:
     single, shards = split_states(3, 60, seed=5)
     rng = np.random.default_rng(9)
     for k in (1, 3, 10):
-        req = SelectRequest(k=k, strategy=strategy, min_score=0.3, weighted_pool=12)
+        req = SelectRequest(k=k, strategy=strategy, min_score=0.3, weighted_pool=12, assign=False)
         merged, _ = merge_partials(
             [s.partial_select(req) for s in shards], req, rng, shards_total=3, shards_answered=3
         )
@@ -193,7 +192,8 @@ def wins_over_two_shards(
 
 def test_merged_tie_breaking_is_uniform_across_shards() -> None:
     """Ties spread evenly even when one shard holds more of the tied agents."""
-    wins = wins_over_two_shards([f"m-{i}" for i in range(3)], ["m-9"], SelectRequest(k=1), 2000)
+    req = SelectRequest(k=1, strategy="best")
+    wins = wins_over_two_shards([f"m-{i}" for i in range(3)], ["m-9"], req, 2000)
     assert all(400 < c < 600 for c in wins.values()), wins  # 500 each, not 1/6 vs 1/2
 
 

@@ -21,6 +21,12 @@ def state(clock) -> ShardState:
     return ShardState(clock=clock, seed=42)
 
 
+def read_only(**kw: object) -> SelectRequest:
+    """These tests check scoring and picking rules: argmax (``best``) and no assignment,
+    unless a test names its own strategy or assigns on purpose."""
+    return SelectRequest.model_validate({"strategy": "best", "assign": False, **kw})
+
+
 def load_score(state: ShardState, agent: str) -> float:
     return state.scores([agent])[agent].scores["load"]
 
@@ -87,7 +93,7 @@ def test_score_directions_for_every_dimension_latency_included(state) -> None:
 def test_latency_is_scored_and_changes_the_winner(state) -> None:
     """Regression: the predecessor never scored LATENCY."""
     state.ingest_dicts([sig("fast", "LATENCY", 0.05), sig("slow", "LATENCY", 0.95)])
-    res = state.select(SelectRequest(k=1, weights=Weights(latency=1)))
+    res = state.select(read_only(k=1, weights=Weights(latency=1)))
     assert res.selected[0].agent_id == "fast"
     assert res.selected[0].scores["latency"] == pytest.approx(0.95)
 
@@ -102,8 +108,8 @@ def test_custom_weights_replace_the_defaults(state) -> None:
             sig("busy-but-great", "QUALITY", 1.0),
         ]
     )
-    assert state.select(SelectRequest()).selected[0].agent_id == "idle-but-poor"
-    res = state.select(SelectRequest(weights=Weights(quality=1)))
+    assert state.select(read_only()).selected[0].agent_id == "idle-but-poor"
+    res = state.select(read_only(weights=Weights(quality=1)))
     assert res.selected[0].agent_id == "busy-but-great"
     assert res.selected[0].score == pytest.approx(1.0)  # load weighs 0 when not named
     # Weights are normalised: scaling them changes nothing.
@@ -166,13 +172,14 @@ def test_scoring_or_selecting_unknown_agents_creates_no_state(state) -> None:
     state.ingest_dicts([sig("known", "LOAD", 0.9)])
     scores = state.scores(["known", "ghost"])
     assert scores["ghost"].known is False and scores["ghost"].score == 0.5
-    res = state.select(SelectRequest(candidates=["ghost", "known", "ghost-2"], k=3, reserve=True))
+    res = state.select(read_only(candidates=["ghost", "known", "ghost-2"], k=3, assign=True))
     assert {s.agent_id: s.known for s in res.selected} == {
         "ghost": False,
         "ghost-2": False,
         "known": True,
     }
-    assert {s.agent_id: s.reserved for s in res.selected}["ghost"] is False
+    ids = {s.agent_id: s.assignment_id for s in res.selected}
+    assert ids["ghost"] is None and ids["ghost-2"] is None and ids["known"]
     assert state.agent_ids() == ["known"]
     with pytest.raises(NotFound):
         state.agent("ghost")
@@ -189,20 +196,20 @@ def test_ties_are_broken_at_random_not_by_input_order(state) -> None:
     ids = [f"twin-{i}" for i in range(4)]
     state.ingest_dicts([sig(a, "LOAD", 0.3) for a in ids])
     wins = collections.Counter(
-        state.select(SelectRequest(candidates=ids, k=1)).selected[0].agent_id for _ in range(800)
+        state.select(read_only(candidates=ids, k=1)).selected[0].agent_id for _ in range(800)
     )
     assert set(wins) == set(ids)
     assert all(120 < c < 280 for c in wins.values()), wins  # ~200 each
     # Same for the all-agents path and for k > 1 at the cut-off.
     firsts = collections.Counter(
-        state.select(SelectRequest(k=2)).selected[1].agent_id for _ in range(400)
+        state.select(read_only(k=2)).selected[1].agent_id for _ in range(400)
     )
     assert set(firsts) == set(ids)
 
 
 def test_top_k_is_best_first_with_breakdown(state) -> None:
     state.ingest_dicts([sig(f"a{i}", "LOAD", i / 10) for i in range(10)])
-    res = state.select(SelectRequest(k=3))
+    res = state.select(read_only(k=3))
     assert [s.agent_id for s in res.selected] == ["a0", "a1", "a2"]
     assert res.considered == 10 and not res.degraded
     assert res.selected[0].scores["load"] == pytest.approx(1.0)
@@ -213,64 +220,66 @@ def test_exclude_require_signals_and_min_score(state, clock) -> None:
         [sig("a", "LOAD", 0.0), sig("b", "LOAD", 0.5), sig("c", "LOAD", 0.1, ttl_s=1)]
     )
     clock.advance(2)  # c's only signal expires: known, but nothing live
-    res = state.select(SelectRequest(k=5, exclude=["a"]))
+    res = state.select(read_only(k=5, exclude=["a"]))
     assert {s.agent_id for s in res.selected} == {"b", "c"}
-    res = state.select(SelectRequest(k=5, require_signals=True))
+    res = state.select(read_only(k=5, require_signals=True))
     assert [s.agent_id for s in res.selected] == ["a", "b"]
-    res = state.select(SelectRequest(candidates=["a", "b", "c", "zz"], k=5, require_signals=True))
+    res = state.select(read_only(candidates=["a", "b", "c", "zz"], k=5, require_signals=True))
     assert [s.agent_id for s in res.selected] == ["a", "b"]
-    res = state.select(SelectRequest(k=5, min_score=0.6))
+    res = state.select(read_only(k=5, min_score=0.6))
     assert [s.agent_id for s in res.selected] == ["a"]
     assert res.considered == 3
-    res = state.select(
-        SelectRequest(candidates=["a", "b", "zz"], k=5, exclude=["b"], min_score=0.5)
-    )
+    res = state.select(read_only(candidates=["a", "b", "zz"], k=5, exclude=["b"], min_score=0.5))
     assert [s.agent_id for s in res.selected] == ["a", "zz"]
 
 
 def test_p2c_picks_the_better_of_its_choices_and_spreads_load(state) -> None:
     state.ingest_dicts([sig(f"a{i}", "LOAD", i / 20) for i in range(20)])
     picks = collections.Counter(
-        state.select(SelectRequest(k=1, strategy="p2c")).selected[0].agent_id for _ in range(2000)
+        state.select(read_only(k=1, strategy="p2c")).selected[0].agent_id for _ in range(2000)
     )
     assert "a19" not in picks  # the worst can never win a pair
     assert len(picks) >= 15  # no herding onto one agent
     assert picks["a0"] > picks["a10"] > picks.get("a18", 0)
-    two = SelectRequest(candidates=["a3", "a7"], k=1, strategy="p2c")
+    two = read_only(candidates=["a3", "a7"], k=1, strategy="p2c")
     assert {state.select(two).selected[0].agent_id for _ in range(50)} == {"a3"}
-    res = state.select(SelectRequest(k=4, strategy="p2c"))
+    res = state.select(read_only(k=4, strategy="p2c"))
     assert len({s.agent_id for s in res.selected}) == 4
 
 
 def test_weighted_samples_within_the_top_pool(state) -> None:
     state.ingest_dicts([sig(f"a{i}", "QUALITY", 1.0 - i / 40) for i in range(40)])
-    req = SelectRequest(k=1, strategy="weighted", weights=Weights(quality=1), weighted_pool=5)
+    req = read_only(k=1, strategy="weighted", weights=Weights(quality=1), weighted_pool=5)
     picks = collections.Counter(state.select(req).selected[0].agent_id for _ in range(1000))
     assert set(picks) <= {f"a{i}" for i in range(5)} and len(picks) == 5
-    res = state.select(SelectRequest(k=3, strategy="weighted", weighted_pool=10))
+    res = state.select(read_only(k=3, strategy="weighted", weighted_pool=10))
     scores = [s.score for s in res.selected]
     assert (
         scores == sorted(scores, reverse=True) and len(set(s.agent_id for s in res.selected)) == 3
     )
 
 
-def test_reservation_holds_load_until_next_load_signal_or_timeout(clock) -> None:
-    state = ShardState(ShardConfig(reservation_load=0.2, reservation_ttl_s=5), clock=clock, seed=1)
+def test_assignments_hold_load_until_a_later_load_report_or_expiry(clock) -> None:
+    cfg = ShardConfig(default_task_load=0.2, assignment_ttl_s=5)
+    state = ShardState(cfg, clock=clock, seed=1)
     state.ingest_dicts([sig("a", "LOAD", 0.1), sig("b", "LOAD", 0.15)])
-    first = state.select(SelectRequest(k=1, reserve=True)).selected[0]
-    assert first.agent_id == "a" and first.reserved
+    first = state.select(read_only(k=1, assign=True)).selected[0]
+    assert first.agent_id == "a" and first.assignment_id
     assert load_score(state, "a") == pytest.approx(0.7)
-    assert state.agent("a").reserved_load == pytest.approx(0.2)
+    assert state.agent("a").estimated_load == pytest.approx(0.3)
     # A concurrent router now sees b as better, instead of piling onto a.
-    assert state.select(SelectRequest(k=1)).selected[0].agent_id == "b"
-    state.ingest_dicts([sig("a", "LOAD", 0.1)])  # the next LOAD report clears it
+    assert state.select(read_only(k=1)).selected[0].agent_id == "b"
+    clock.advance(0.1)
+    state.ingest_dicts([sig("a", "LOAD", 0.1)])  # measured after the pick: absorbs it
     assert load_score(state, "a") == pytest.approx(0.9)
-    state.reserve(["a"])
-    state.reserve(["a"])  # reservations add up
-    assert load_score(state, "a") == pytest.approx(0.5)
+    clock.advance(0.1)
+    state.assign(["a"])
+    state.assign(["a"])  # assignments add up
+    assert load_score(state, "a") == pytest.approx(0.5 + 0.4 * (1 - 0.1 / 60) - 0.4)
     clock.advance(5.01)
-    assert load_score(state, "a") == pytest.approx(0.5 + 0.4 * (1 - 5.01 / 60))  # only decay left
-    assert state.reserve(["nobody"]) == [False] and "nobody" not in state
+    assert load_score(state, "a") == pytest.approx(0.5 + 0.4 * (1 - 5.11 / 60))  # decay only
+    assert state.agent("a").in_flight == 0
+    assert state.assign(["nobody"]) == {} and "nobody" not in state
 
 
 # ---------------------------------------------------------------- prediction
@@ -380,7 +389,8 @@ def test_delete_removes_state_and_history_and_keeps_others_intact(state) -> None
 def test_snapshot_round_trip(state, clock) -> None:
     feed_load(state, clock, "a", [0.1, 0.3, 0.5, 0.7], every_s=3)
     state.ingest_dicts([sig("b", "QUALITY", 0.8, confidence=0.5), sig("c", "COST", 0.2)])
-    state.reserve(["b"])
+    state.describe("b", max_concurrency=4, labels={"skill": "sql"})
+    (aid,) = state.assign(["b"]).values()
     data = state.snapshot()
     back = ShardState.restore(data, clock=clock, seed=1)
     ids = ["a", "b", "c"]
@@ -390,15 +400,17 @@ def test_snapshot_round_trip(state, clock) -> None:
     }
     assert back.history("a") == state.history("a")
     assert back.predict("a") == state.predict("a")
-    assert back.agent("b").reserved_load == state.agent("b").reserved_load > 0
+    assert back.agent("b") == state.agent("b")
+    assert back.agent("b").in_flight == 1 and back.agent("b").labels == {"skill": "sql"}
+    assert back.complete("b", aid).released
     with pytest.raises(InvalidInput):
         ShardState.restore(data, ShardConfig(history_size=5))
 
 
 def test_metrics_count_signals_rejections_selections_and_latency(state) -> None:
     state.ingest_dicts([sig("a", "LOAD", 0.1), sig("a", "COST", 0.1), sig("a", "LOAD", 9)])
-    state.select(SelectRequest(k=1))
-    state.select(SelectRequest(k=1, strategy="p2c"))
+    state.select(read_only(k=1))
+    state.select(read_only(k=1, strategy="p2c"))
     m = state.metrics_snapshot()
     assert m.signals_total == {"LOAD": 1, "COST": 1}
     assert m.rejected_total == {"value_out_of_range": 1}
@@ -418,8 +430,8 @@ def test_many_agents_all_agents_path_matches_candidate_path(clock) -> None:
     )
     clock.advance(7)
     w = Weights(load=1, quality=2, latency=0.5)
-    top_all = state.select(SelectRequest(k=20, weights=w))
-    top_cand = state.select(SelectRequest(k=20, weights=w, candidates=ids))
+    top_all = state.select(read_only(k=20, weights=w))
+    top_cand = state.select(read_only(k=20, weights=w, candidates=ids))
     assert [s.score for s in top_all.selected] == pytest.approx(
         [s.score for s in top_cand.selected]
     )

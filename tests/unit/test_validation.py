@@ -85,14 +85,28 @@ def test_timestamps_rfc3339_with_zone_accepted_naive_rejected() -> None:
     ) == [0]
 
 
-def test_future_and_expired_timestamps_rejected() -> None:
+def test_future_rejected_and_expired_kept_as_history_only() -> None:
     items = [
         sig("a", "LOAD", 0.5, timestamp=NOW + 4.9),
         sig("a", "LOAD", 0.5, timestamp=NOW + 5.1),
-        sig("a", "LOAD", 0.5, timestamp=NOW - 61, ttl_s=60),
+        sig("a", "LOAD", 0.5, timestamp=NOW - 61, ttl_s=60),  # a backfilled sample
         sig("a", "LOAD", 0.5, timestamp=NOW - 59, ttl_s=60),
     ]
-    assert check(items) == [0, 3]
+    vb = validate(columns_from_dicts(items), NOW, max_ttl_s=3600, max_future_skew_s=5)
+    assert vb.index.tolist() == [0, 2, 3]
+    assert vb.live[[0, 2, 3]].tolist() == [True, False, True]
+
+
+def test_backfilled_series_goes_to_history_never_live(clock) -> None:
+    state = ShardState(clock=clock)
+    now = clock()
+    old = [
+        sig("a", "LOAD", v, timestamp=now - 600 + 60 * i, ttl_s=30)
+        for i, v in enumerate([0.1, 0.2, 0.3])
+    ]
+    assert state.ingest_dicts(old).accepted == 3
+    assert state.history("a")[-1]["value"] == pytest.approx(0.3)
+    assert state.agent("a").signals == {}
 
 
 def test_partial_batch_applies_valid_items_and_reports_each_invalid_one(clock) -> None:
@@ -203,7 +217,7 @@ def model_accepts(items: list[dict]) -> list[int]:
         except ValidationError:
             continue
         ts = NOW if s.timestamp is None else s.timestamp
-        if ts <= NOW + 5 and ts + s.ttl_s > NOW:  # the time rules need the receipt clock
+        if ts <= NOW + 5:  # the time rule needs the receipt clock
             expected.append(i)
     return expected
 
