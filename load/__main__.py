@@ -15,6 +15,8 @@ BENCHMARKS = {
     "scaling": "load.scaling",
     "multinode": "load.multinode",
     "capacity": "load.capacity",
+    "routing": "load.routing",
+    "overload": "load.overload",
 }
 
 

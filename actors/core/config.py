@@ -68,6 +68,12 @@ class ShardConfig(BaseModel):
     # A trend fitted on samples microseconds apart extrapolates noise; demand a real span.
     trend_min_span_s: float = Field(1.0, gt=0.0, description="time those samples must span")
     trend_lookback_s: float = Field(600.0, gt=0.0, description="history window of a trend")
+    trend_half_life_s: float = Field(
+        30.0, gt=0.0, description="a LOAD sample this old weighs half as much in the trend"
+    )
+    trend_damping_s: float = Field(
+        30.0, gt=0.0, description="how far ahead a trend's slope is followed, at most"
+    )
     # Floor on the residual noise so a perfect fit of few points is not 100% certain.
     trend_noise_floor: float = Field(
         0.02, ge=0.0, le=1.0, description="least residual noise assumed"

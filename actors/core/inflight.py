@@ -8,7 +8,7 @@ the shard estimates the agent's load as
 
 where ``unit = 1 / max_concurrency``: declared by the agent (``describe``), or learned from
 how its LOAD moved with the net tasks between reports. Reconciliation compares times: a
-LOAD *measured* at t already counts the tasks assigned at or before t, so those become
+LOAD *measured* at t already counts the tasks assigned before t, so those become
 "absorbed"; their later completion lowers the estimate until the next report.
 
 A task nobody completes expires after a learned service time (from reported durations,
@@ -28,11 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from actors.core.models import LOAD_CODE
 from actors.core.table import AgentTable
 
 # Learning rates of the per-agent estimators (exponentially weighted means).
 _UNIT_EWMA = 0.2
-_SERVICE_EWMA = 0.2
+_SERVICE_EWMA = 0.05
+_DRAIN_EWMA = 0.2
+_MIN_DRAIN_SPAN_S = 0.2
 # A task lives at least this long, and a learned service time is stretched by this factor
 # before it bounds a task: a slow task is far more likely than a lost one.
 _MIN_TASK_S = 0.05
@@ -99,6 +102,13 @@ class InFlight:
         table.register("fresh", (), np.int32, 0)
         table.register("done_since", (), np.int32, 0)
         table.register("next_exp", (), np.float64, np.inf)
+        # For agents whose callers never report completions: tasks/s the agent drains
+        # while busy (learned from consecutive reports), and when and how loaded the last
+        # report was, so the estimate also falls between reports instead of only rising.
+        table.register("drain_per_s", (), np.float64, np.nan)
+        table.register("report_at", (), np.float64, -np.inf)
+        table.register("report_load", (), np.float64, np.nan)
+        table.register("report_every_s", (), np.float64, np.nan)
         table.on_remove(self._forget)
 
     def _sync(self, agent_id: str, row: int) -> None:
@@ -107,8 +117,11 @@ class InFlight:
         fl = self.flights.get(agent_id)
         if fl is None:
             t["fresh"][row], t["done_since"][row], t["next_exp"][row] = 0, 0, np.inf
+            t["report_at"][row] = -np.inf
             return
-        fresh = [a.expires_at_s for a in fl.open.values() if a.made_at_s > fl.report_ts]
+        fresh = [a.expires_at_s for a in fl.open.values() if a.made_at_s >= fl.report_ts]
+        t["report_at"][row] = -np.inf if fl.reports_completions else fl.report_ts
+        t["report_load"][row] = fl.report_value
         t["fresh"][row] = len(fresh)
         t["done_since"][row] = fl.completed_since
         t["next_exp"][row] = min(fresh, default=np.inf)
@@ -129,10 +142,25 @@ class InFlight:
         return float(learned) if learned > 0 else self.default_unit
 
     def task_ttl_s(self, row: int) -> float:
+        """How long an uncompleted task counts: a few learned service times, but never
+        less than two report intervals (a report, not a guess, should retire it), and
+        never more than ``assignment_ttl_s``."""
         svc = self.table["service_s"][row]
         if not svc > 0:
             return self.assignment_ttl_s
-        return float(min(self.assignment_ttl_s, max(_MIN_TASK_S, _SERVICE_STRETCH * svc)))
+        every = self.table["report_every_s"][row]
+        floor = max(_MIN_TASK_S, 2.0 * every) if every > 0 else _MIN_TASK_S
+        return float(min(self.assignment_ttl_s, max(floor, _SERVICE_STRETCH * svc)))
+
+    def _new_flight(self, row: int, now: float) -> Flight:
+        """A Flight that starts from the agent's live LOAD report, if it has one (read from
+        the live-signal arrays on the shared table), so the first task after a quiet spell
+        is reconciled against that report and the drain estimate applies at once."""
+        t = self.table.arrays
+        exp, ts = t["exp"][LOAD_CODE, row], t["ts"][LOAD_CODE, row]
+        if exp > now:
+            return Flight(report_ts=float(ts), report_value=float(t["val"][LOAD_CODE, row]))
+        return Flight()
 
     # ------------------------------------------------------------------ writes
     def assign(self, agent_id: str, row: int, now: float) -> str | None:
@@ -143,8 +171,9 @@ class InFlight:
                 self.refused_total += 1
                 return None
         fl = self.flights.get(agent_id)
+        new = fl is None
         if fl is None:
-            fl = self.flights[agent_id] = Flight()
+            fl = self.flights[agent_id] = self._new_flight(row, now)
         if len(fl.open) >= self.max_per_agent:  # the oldest is surely done or lost
             fl.open.popitem(last=False)
             self.open_total -= 1
@@ -155,7 +184,9 @@ class InFlight:
         fl.assigned_since += 1
         self.open_total += 1
         t = self.table.arrays
-        if task.made_at_s > fl.report_ts:  # the usual case: one more fresh task
+        if new:
+            self._sync(agent_id, row)
+        elif task.made_at_s >= fl.report_ts:  # the usual case: one more fresh task
             t["fresh"][row] += 1
             t["next_exp"][row] = min(t["next_exp"][row], task.expires_at_s)
         return aid
@@ -177,17 +208,19 @@ class InFlight:
                 assignment_id, task = fl.open.popitem(last=False)
             else:
                 task = fl.open.pop(assignment_id, None)
-        if duration_s is None and task is not None:
-            duration_s = now - task.made_at_s
-        if duration_s is not None and duration_s >= 0:
-            self._learn_service(row, duration_s, from_durations=True)
+        # What bounds an uncompleted task is its time from assignment to completion
+        # (queueing included), so that is learned when the task is known; a reported
+        # ``duration_s`` (processing only) is the fallback.
+        seen_s = now - task.made_at_s if task is not None else duration_s
+        if seen_s is not None and seen_s >= 0:
+            self._learn_service(row, seen_s, from_durations=True)
         if fl is not None:
             fl.done_since += 1
             fl.reports_completions = True
         if task is None or fl is None:
             return Released(False, assignment_id)
         self.open_total -= 1
-        if task.made_at_s <= fl.report_ts:
+        if task.made_at_s < fl.report_ts:
             fl.completed_since += 1
         self._sync(agent_id, row)
         return Released(True, assignment_id)
@@ -210,18 +243,50 @@ class InFlight:
                     self.table["unit"][r] = (
                         sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
                     )
-            if fl.assigned_since and math.isfinite(fl.report_ts) and t > fl.report_ts:
+            # Tasks assigned between the two measurements (not between the two arrivals:
+            # a report can arrive after tasks it did not see). Open ones only, which for
+            # an agent without completion reports is all of them until they expire.
+            between = sum(1 for a in fl.open.values() if fl.report_ts <= a.made_at_s < t)
+            if between and math.isfinite(fl.report_ts) and t > fl.report_ts:
                 # Little's law: time in system = tasks in system / arrival rate.
-                rate = fl.assigned_since / (t - fl.report_ts)
+                rate = between / (t - fl.report_ts)
                 tasks = v / self.unit_of(r)
                 if not self.table["service_from_durations"][r] and rate > 0 and tasks > 0:
                     self._learn_service(r, tasks / rate, from_durations=False)
+            if not fl.reports_completions and math.isfinite(fl.report_value):
+                self._learn_drain(r, fl, v, t, between)
+            if math.isfinite(fl.report_ts) and t > fl.report_ts:
+                every = self.table["report_every_s"]
+                gap, old = t - fl.report_ts, every[r]
+                every[r] = gap if not old > 0 else old + _DRAIN_EWMA * (gap - old)
             fl.report_ts, fl.report_value = t, v
             fl.completed_since = 0
             fl.assigned_since = fl.done_since = 0
             if not fl.open and not fl.reports_completions:
                 del self.flights[ids[r]]
             self._sync(ids[r], r)
+
+    def _learn_drain(self, row: int, fl: Flight, v: float, t: float, between: int) -> None:
+        """Tasks finished between two reports = assigned - (rise in LOAD / unit). When the
+        agent was loaded at both ends it was busy throughout, and that is its drain rate;
+        when it was idle at an end it may have idled meanwhile, so the figure is only a
+        lower bound: it can raise the learned rate, never lower it (a fast agent that is
+        always idle when it reports must not look slow)."""
+        span = t - fl.report_ts
+        low, high = min(v, fl.report_value), max(v, fl.report_value)
+        # Reports a moment apart would turn a rounding step into an absurd rate.
+        if span < _MIN_DRAIN_SPAN_S or high >= 1.0:
+            return
+        drained = between - (v - fl.report_value) / self.unit_of(row)
+        if drained <= 0:
+            return
+        rate = drained / span
+        arr = self.table["drain_per_s"]
+        old = arr[row]
+        if not old > 0:
+            arr[row] = rate
+        elif low > 0 or rate > old:
+            arr[row] = old + _DRAIN_EWMA * (rate - old)
 
     def _learn_service(self, row: int, seconds: float, *, from_durations: bool) -> None:
         svc = self.table["service_s"]
@@ -251,6 +316,9 @@ class InFlight:
         return self.expired_total - before
 
     # ------------------------------------------------------------------ reads
+    def units(self, rows: np.ndarray) -> np.ndarray:
+        return self._units(rows)
+
     def _units(self, rows: np.ndarray) -> np.ndarray:
         t = self.table.arrays
         declared, learned = t["max_concurrency"][rows], t["unit"][rows]
@@ -282,7 +350,16 @@ class InFlight:
         self._refresh(rows, now)
         t = self.table.arrays
         net = t["fresh"][rows] - t["done_since"][rows]
-        out: np.ndarray = self._units(rows) * net
+        units = self._units(rows)
+        out: np.ndarray = units * net
+        drain = t["drain_per_s"][rows]
+        use = (drain > 0) & (t["report_at"][rows] > -np.inf)
+        if use.any():
+            # Completions nobody reported, expected from the learned drain rate: never
+            # more than the tasks the report and the fresh assignments put there.
+            tasks = t["report_load"][rows][use] / units[use] + t["fresh"][rows][use]
+            elapsed = now - t["report_at"][rows][use]
+            out[use] -= units[use] * np.minimum(drain[use] * elapsed, tasks)
         return out
 
     def with_deltas(self, now: float) -> tuple[np.ndarray, np.ndarray]:

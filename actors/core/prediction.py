@@ -1,4 +1,4 @@
-"""Overload prediction: a time-aware least-squares trend on recent LOAD history.
+"""Overload prediction: a recency-weighted, damped least-squares trend on LOAD history.
 
 The fit is on timestamps in seconds (not sample index), vectorised over many agents at
 once, so the operators' "who is about to overload" list costs a few array passes rather
@@ -45,36 +45,91 @@ def fit_trends(
     min_samples: int,
     min_span_s: float,
     noise_floor: float,
+    half_life_s: float | None = None,
+    damping_s: float | None = None,
+    level_shift: np.ndarray | None = None,
 ) -> TrendFit:
-    """Fit ``load ~ a + b * t`` per column of (H, R) arrays, using only ``mask``ed cells."""
-    m = mask.astype(np.float64)
+    """Fit ``load ~ a + b * t`` per column of (H, R) arrays, using only ``mask``ed cells.
+
+    Plain least squares by default. ``half_life_s`` weighs each sample by
+    ``2 ** (-age / half_life_s)`` (recent samples count more, so a spike is not averaged
+    away by ten quiet minutes). ``damping_s`` bends the trend: the slope is followed for
+    an effective ``damping_s * (1 - exp(-horizon / damping_s))`` seconds, as a damped
+    trend does, instead of extrapolated linearly. ``level_shift`` moves the fitted level at
+    ``now`` by what the history cannot know yet (the in-flight estimate since the last
+    report).
+
+    The spread is that of a *new observation* at ``now + horizon``: the residual noise,
+    the uncertainty of the fitted line there, and, when weighted, a random-walk term that
+    grows with the horizon (estimated from the increments between consecutive samples),
+    so a series that wanders is not predicted with false certainty.
+    """
+    age = np.where(mask, now_s - ts_s, 0.0)
+    if half_life_s is None:
+        w = mask.astype(np.float64)
+    else:
+        w = np.where(mask, np.exp2(-age / half_life_s), 0.0)
     x = np.where(mask, ts_s - now_s, 0.0)  # seconds relative to now: well-conditioned
     y = np.where(mask, load, 0.0)
-    n = m.sum(axis=0)
-    safe_n = np.maximum(n, 1.0)
-    xbar = x.sum(axis=0) / safe_n
-    ybar = y.sum(axis=0) / safe_n
+    n = mask.sum(axis=0).astype(np.float64)
+    wsum = w.sum(axis=0)
+    safe_w = np.where(wsum > 0, wsum, 1.0)
+    n_eff = np.where(wsum > 0, wsum**2 / np.maximum((w * w).sum(axis=0), 1e-300), 0.0)
+    xbar = (w * x).sum(axis=0) / safe_w
+    ybar = (w * y).sum(axis=0) / safe_w
     dx = np.where(mask, x - xbar, 0.0)
     dy = np.where(mask, y - ybar, 0.0)
-    sxx = (dx * dx).sum(axis=0)
-    sxy = (dx * dy).sum(axis=0)
-    syy = (dy * dy).sum(axis=0)
+    sxx = (w * dx * dx).sum(axis=0)
+    sxy = (w * dx * dy).sum(axis=0)
+    syy = (w * dy * dy).sum(axis=0)
     span = np.where(
         n > 0, np.where(mask, x, -np.inf).max(axis=0) - np.where(mask, x, np.inf).min(axis=0), 0.0
     )
     sufficient = (n >= min_samples) & (span >= min_span_s) & (sxx > 0)
     safe_sxx = np.where(sxx > 0, sxx, 1.0)
     slope = np.where(sufficient, sxy / safe_sxx, np.nan)
-    predicted = ybar + slope * (horizon_s - xbar)
-    dof = np.maximum(n - 2.0, 1.0)
-    resid_var = np.maximum(syy - slope * sxy, 0.0) / dof
-    resid_sd = np.maximum(np.sqrt(resid_var), noise_floor)
-    se = resid_sd * np.sqrt(1.0 + 1.0 / safe_n + (horizon_s - xbar) ** 2 / safe_sxx)
+    h = horizon_s if damping_s is None else damping_s * (1.0 - np.exp(-horizon_s / damping_s))
+    level = ybar - slope * xbar
+    if level_shift is not None:
+        level = level + level_shift
+    predicted = level + slope * h
+    # Degrees of freedom from the effective sample size (equal weights: n - 2).
+    dof = np.maximum(n_eff - 2.0, 1.0)
+    resid_var = np.maximum(syy - slope * sxy, 0.0) / safe_w * n_eff / dof
+    resid_var = np.maximum(resid_var, noise_floor**2)
+    # The line's own uncertainty at h, with the weighted sums scaled to n_eff samples.
+    safe_eff = np.maximum(n_eff, 1.0)
+    var = resid_var * (1.0 + 1.0 / safe_eff + (h - xbar) ** 2 * safe_w / (safe_sxx * safe_eff))
+    if half_life_s is not None:
+        var = var + _walk_rate(ts_s, load, mask) * horizon_s
+    se = np.sqrt(var)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (predicted - threshold) / se
         prob = np.where(se > 0, stdtr(dof, z), (predicted > threshold).astype(np.float64))
     prob = np.where(sufficient, prob, np.nan)
     return TrendFit(n.astype(np.int64), span, slope, predicted, prob, sufficient)
+
+
+def _walk_rate(ts_s: np.ndarray, load: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per column, the variance per second of the increments between consecutive samples
+    beyond what white noise explains (a random walk's diffusion rate; 0 for a steady or
+    purely noisy series)."""
+    order = np.argsort(np.where(mask, ts_s, np.inf), axis=0)
+    t = np.take_along_axis(np.where(mask, ts_s, np.nan), order, axis=0)
+    v = np.take_along_axis(np.where(mask, load, np.nan), order, axis=0)
+    dt = np.diff(t, axis=0)
+    dv = np.diff(v, axis=0)
+    ok = np.isfinite(dt) & np.isfinite(dv) & (dt > 0)
+    cnt = ok.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(ok, dv * dv / np.where(ok, dt, 1.0), 0.0).sum(axis=0) / np.maximum(cnt, 1)
+        # Lag-1 products: white noise makes consecutive increments anti-correlated
+        # (-sigma^2), a walk does not; adding twice their mean removes the noise part.
+        prod = np.where(ok[1:] & ok[:-1], dv[1:] * dv[:-1] / np.where(ok[1:], dt[1:], 1.0), 0.0)
+        pairs = (ok[1:] & ok[:-1]).sum(axis=0)
+        noise = np.where(pairs > 0, prod.sum(axis=0) / np.maximum(pairs, 1), 0.0)
+    out: np.ndarray = np.where(cnt >= 2, np.maximum(rate + 2.0 * noise, 0.0), 0.0)
+    return out
 
 
 class Predictor:
@@ -85,7 +140,13 @@ class Predictor:
         self.history = history
         self.signals = signals
 
-    def fit(self, rows: np.ndarray, now: float, params: PredictParams) -> TrendFit:
+    def fit(
+        self,
+        rows: np.ndarray,
+        now: float,
+        params: PredictParams,
+        level_shift: np.ndarray | None = None,
+    ) -> TrendFit:
         cfg = self.config
         ts, vals, mask = self.history.window(rows, LOAD_CODE, now - cfg.trend_lookback_s)
         return fit_trends(
@@ -98,6 +159,9 @@ class Predictor:
             min_samples=cfg.trend_min_samples,
             min_span_s=cfg.trend_min_span_s,
             noise_floor=cfg.trend_noise_floor,
+            half_life_s=cfg.trend_half_life_s,
+            damping_s=cfg.trend_damping_s,
+            level_shift=level_shift,
         )
 
     def prediction(

@@ -281,7 +281,8 @@ class ShardState:
         params = params or PredictParams()
         now = self._clock()
         r = self._row(agent_id)
-        fit = self.predictor.fit(np.array([r]), now, params)
+        rows = np.array([r])
+        fit = self.predictor.fit(rows, now, params, self.inflight.deltas(rows, now))
         out = self.predictor.prediction(agent_id, r, fit, 0, now, params)
         self.metrics.record_prediction(out.will_overload)
         return out
@@ -294,7 +295,7 @@ class ShardState:
         n = self.table.n
         for start in range(0, n, _OVERLOAD_CHUNK_ROWS):
             rows = np.arange(start, min(start + _OVERLOAD_CHUNK_ROWS, n))
-            fit = self.predictor.fit(rows, now, params)
+            fit = self.predictor.fit(rows, now, params, self.inflight.deltas(rows, now))
             hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
             for j in hits.tolist():
                 r = int(rows[j])

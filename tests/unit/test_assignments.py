@@ -92,7 +92,9 @@ def test_service_time_is_learned_from_durations_and_bounds_uncompleted_tasks(clo
     state = ShardState(ShardConfig(assignment_ttl_s=60), clock=clock, seed=1)
     state.ingest_dicts([sig("a", "LOAD", 0.1)])
     for _ in range(20):
-        state.complete("a", state.assign(["a"])["a"], duration_s=2.0)
+        aid = state.assign(["a"])["a"]
+        clock.advance(2.0)  # assignment to completion, queueing included, is what counts
+        state.complete("a", aid, duration_s=1.0)
     assert state.agent("a").service_time_s == pytest.approx(2.0)
     state.assign(["a"])
     clock.advance(5.9)  # within 3x the service time: still in flight
@@ -188,3 +190,44 @@ def test_reserve_is_a_synonym_of_assign() -> None:
     assert SelectRequest.model_validate({"reserve": True}).assign is True
     with pytest.raises(ValidationError):
         SelectRequest.model_validate({"reserve": True, "assign": False})
+
+
+def test_without_completions_the_estimate_falls_between_reports_at_the_drain_rate(
+    clock,
+) -> None:
+    """An agent that finishes 2 tasks/s while busy, whose caller never reports completions:
+    from consecutive reports the shard learns the drain rate, and between reports the
+    estimate falls with it instead of only rising with each assignment."""
+    state = ShardState(ShardConfig(), clock=clock, seed=1)
+    state.describe("a", max_concurrency=20)
+    n = 5
+    state.ingest_dicts([sig("a", "LOAD", n / 20)])
+    for _ in range(8):
+        for _ in range(3):
+            state.assign(["a"])
+        clock.advance(1.0)
+        n += 3 - 2  # three assigned, two done in each second
+        state.ingest_dicts([sig("a", "LOAD", n / 20)])
+    clock.advance(1.0)  # one second after the last report, nothing assigned since
+    assert state.agent("a").estimated_load == pytest.approx((n - 2) / 20, abs=0.005)
+    state.assign(["a"])
+    assert state.agent("a").estimated_load == pytest.approx((n - 1) / 20, abs=0.005)
+
+
+def test_an_agent_idle_at_every_report_still_learns_that_it_drains_fast(clock) -> None:
+    """A fast agent finishes all its tasks before each report (LOAD 0 every time): the
+    reports only bound its rate from below, and that bound must raise the estimate, or
+    the agent looks ever busier and is starved."""
+    state = ShardState(ShardConfig(), clock=clock, seed=1)
+    state.describe("fast", max_concurrency=20)
+    state.ingest_dicts([sig("fast", "LOAD", 0.0)])
+    for _ in range(5):
+        for _ in range(8):
+            state.assign(["fast"])
+        clock.advance(2.0)
+        state.ingest_dicts([sig("fast", "LOAD", 0.0)])  # all eight done by now
+    assert state.table["drain_per_s"][state.table.index["fast"]] >= 4.0
+    for _ in range(8):
+        state.assign(["fast"])
+    clock.advance(2.0)
+    assert state.agent("fast").estimated_load == pytest.approx(0.0, abs=1e-9)

@@ -163,3 +163,41 @@ def test_overload_prediction_still_reports_insufficient_data(clock) -> None:
     state = ShardState(clock=clock)
     state.ingest_dicts([sig("a", "LOAD", 0.5)])
     assert state.predict("a", PredictParams()).status == "insufficient_data"
+
+
+def test_recent_samples_weigh_more_so_a_fresh_surge_is_not_averaged_away(clock) -> None:
+    """Ten quiet minutes then a surge over the last 40 s: equal weights barely bend the
+    line; the recency-weighted fit follows the surge."""
+    ts = np.arange(-600.0, 1.0, 10.0)
+    y = np.where(ts > -40, 0.3 + 0.012 * (ts + 40), 0.3)
+    args = dict(
+        now_s=0.0, horizon_s=30.0, threshold=0.8, min_samples=3, min_span_s=1.0, noise_floor=0.02
+    )
+    cols = (ts[:, None], y[:, None], np.ones((len(ts), 1), bool))
+    flat = fit_trends(*cols, **args)
+    recent = fit_trends(*cols, **args, half_life_s=30.0, damping_s=30.0)
+    assert recent.slope_per_s[0] > 10 * flat.slope_per_s[0]
+    assert recent.predicted[0] > flat.predicted[0] + 0.25
+    assert recent.probability[0] > 0.2 > 1e-5 > flat.probability[0]
+
+
+def test_a_wandering_series_gets_a_wider_spread_than_a_noisy_flat_one() -> None:
+    rng = np.random.default_rng(2)
+    ts = np.arange(-300.0, 1.0, 5.0)
+    walk = 0.6 + np.cumsum(rng.normal(0, 0.02, len(ts)))
+    walk += 0.6 - walk[-1]  # both end at 0.6
+    flat = 0.6 + rng.normal(0, 0.02, len(ts))
+    args = dict(
+        now_s=0.0,
+        horizon_s=60.0,
+        threshold=0.75,
+        min_samples=3,
+        min_span_s=1.0,
+        noise_floor=0.02,
+        half_life_s=30.0,
+        damping_s=30.0,
+    )
+    mask = np.ones((len(ts), 1), bool)
+    p_walk = fit_trends(ts[:, None], walk[:, None], mask, **args).probability[0]
+    p_flat = fit_trends(ts[:, None], flat[:, None], mask, **args).probability[0]
+    assert p_flat < 1e-4 < 0.01 < p_walk
