@@ -435,18 +435,21 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    names = list(dict.fromkeys(r["strategy"] for r in rows))
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(names), 1)))
     for ax, period in zip(axes, (0.5, 1.0, 5.0), strict=True):
         sel = [
             r
             for r in rows
             if r["period_s"] == period and r["routers"] == 1 and r["heterogeneity"] == 3.0
         ]
-        for name in dict.fromkeys(r["strategy"] for r in sel):
+        for name, colour in zip(names, colours, strict=True):
             pts = sorted(
                 (r["utilisation"], r["mean_vs_oracle"]) for r in sel if r["strategy"] == name
             )
             if len(pts) > 1:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=name)
+                style = "-" if name.startswith(("ripple", "oracle")) else "--"
+                ax.plot(*zip(*pts, strict=True), style, color=colour, marker="o", label=name)
         ax.set_title(f"LOAD published every {period:g} s")
         ax.set_xlabel("utilisation")
         ax.set_yscale("log")

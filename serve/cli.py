@@ -74,6 +74,8 @@ def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
             http.register(batch)
             if tick % 4 == 0:
                 best = http.select(k=3)["selected"]
+                for s in best:  # the demo's "tasks" end at once; real callers report later
+                    http.complete(s["agent_id"], s["assignment_id"], ok=True, duration_s=0.1)
                 picks = ", ".join(f"{s['agent_id']} ({s['score']:.2f})" for s in best)
                 hot = [o["agent_id"] for o in http.overloads(horizon_s=30)["overloads"]]
                 print(f"[demo] top-3: {picks}; predicted to overload: {hot or 'none'}", flush=True)

@@ -90,10 +90,14 @@ class InFlight:
         self.expired_total = 0
         self.completed_total: dict[str, int] = {"ok": 0, "failed": 0}
         self.refused_total = 0
+        self._drain_learned = False  # no drain rate anywhere: skip that part of estimates
         # Unique across restarts and processes: a random prefix plus a counter.
         self._ids = (f"{os.urandom(4).hex()}-{i}" for i in itertools.count(1))
         table.register("max_concurrency", (), np.float64, np.nan)  # declared
         table.register("unit", (), np.float64, np.nan)  # learned load per task
+        # The load per task in force (declared, else learned, else the default), kept up
+        # to date on every change so the hot path reads one array.
+        table.register("unit_eff", (), np.float64, default_unit)
         table.register("service_s", (), np.float64, np.nan)  # learned service time
         table.register("service_from_durations", (), np.bool_, 0)
         # Mirrors of each Flight, so the estimate of many rows is a few array passes: open
@@ -135,11 +139,17 @@ class InFlight:
     # ------------------------------------------------------------------ parameters
     def unit_of(self, row: int) -> float:
         """Load one task adds: 1/max_concurrency if declared, else learned, else default."""
-        declared = self.table["max_concurrency"][row]
-        if declared > 0:
-            return float(1.0 / declared)
-        learned = self.table["unit"][row]
-        return float(learned) if learned > 0 else self.default_unit
+        return float(self.table["unit_eff"][row])
+
+    def declare(self, row: int, max_concurrency: int) -> None:
+        self.table["max_concurrency"][row] = max_concurrency
+        self._set_unit(row)
+
+    def _set_unit(self, row: int) -> None:
+        declared, learned = self.table["max_concurrency"][row], self.table["unit"][row]
+        self.table["unit_eff"][row] = (
+            1.0 / declared if declared > 0 else learned if learned > 0 else self.default_unit
+        )
 
     def task_ttl_s(self, row: int) -> float:
         """How long an uncompleted task counts: a few learned service times, but never
@@ -243,6 +253,7 @@ class InFlight:
                     self.table["unit"][r] = (
                         sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
                     )
+                    self._set_unit(r)
             # Tasks assigned between the two measurements (not between the two arrivals:
             # a report can arrive after tasks it did not see). Open ones only, which for
             # an agent without completion reports is all of them until they expire.
@@ -283,6 +294,7 @@ class InFlight:
         rate = drained / span
         arr = self.table["drain_per_s"]
         old = arr[row]
+        self._drain_learned = True
         if not old > 0:
             arr[row] = rate
         elif low > 0 or rate > old:
@@ -316,19 +328,6 @@ class InFlight:
         return self.expired_total - before
 
     # ------------------------------------------------------------------ reads
-    def units(self, rows: np.ndarray) -> np.ndarray:
-        return self._units(rows)
-
-    def _units(self, rows: np.ndarray) -> np.ndarray:
-        t = self.table.arrays
-        declared, learned = t["max_concurrency"][rows], t["unit"][rows]
-        # NaN (not declared, not learned) compares False; max_concurrency is never 0.
-        out: np.ndarray = np.where(learned > 0, learned, self.default_unit)
-        has = declared > 0
-        if has.any():
-            out[has] = 1.0 / declared[has]
-        return out
-
     def _refresh(self, rows: np.ndarray, now: float) -> None:
         """Expire the tasks of rows whose earliest fresh task is past its time."""
         stale = rows[self.table.arrays["next_exp"][rows] <= now]
@@ -350,8 +349,10 @@ class InFlight:
         self._refresh(rows, now)
         t = self.table.arrays
         net = t["fresh"][rows] - t["done_since"][rows]
-        units = self._units(rows)
+        units = t["unit_eff"][rows]
         out: np.ndarray = units * net
+        if not self._drain_learned:
+            return out
         drain = t["drain_per_s"][rows]
         use = (drain > 0) & (t["report_at"][rows] > -np.inf)
         if use.any():
@@ -408,6 +409,8 @@ class InFlight:
         ]
 
     def load_records(self, records: list[list[Any]]) -> None:
+        n = self.table.n
+        self._drain_learned = bool(np.any(self.table["drain_per_s"][:n] > 0))
         for a, rts, rv, completed, assigned, done, reports, open_ in records:
             fl = Flight(report_ts=float(rts), report_value=float(rv))
             fl.completed_since, fl.assigned_since = int(completed), int(assigned)

@@ -64,23 +64,26 @@ def fit_trends(
     grows with the horizon (estimated from the increments between consecutive samples),
     so a series that wanders is not predicted with false certainty.
     """
-    age = np.where(mask, now_s - ts_s, 0.0)
+    # Unmasked cells get weight 0, so the sums below need no masking of their own (their
+    # times and values are finite: empty ring slots hold zeros).
+    x = ts_s - now_s  # seconds relative to now: well-conditioned
     if half_life_s is None:
         w = mask.astype(np.float64)
     else:
-        w = np.where(mask, np.exp2(-age / half_life_s), 0.0)
-    x = np.where(mask, ts_s - now_s, 0.0)  # seconds relative to now: well-conditioned
-    y = np.where(mask, load, 0.0)
+        w = np.exp2(np.minimum(x, 0.0) / half_life_s)
+        w *= mask
     n = mask.sum(axis=0).astype(np.float64)
     wsum = w.sum(axis=0)
     safe_w = np.where(wsum > 0, wsum, 1.0)
-    n_eff = np.where(wsum > 0, wsum**2 / np.maximum((w * w).sum(axis=0), 1e-300), 0.0)
-    xbar = (w * x).sum(axis=0) / safe_w
-    ybar = (w * y).sum(axis=0) / safe_w
-    dx = np.where(mask, x - xbar, 0.0)
-    dy = np.where(mask, y - ybar, 0.0)
-    sxx = (w * dx * dx).sum(axis=0)
-    sxy = (w * dx * dy).sum(axis=0)
+    n_eff = wsum**2 / np.maximum((w * w).sum(axis=0), 1e-300)
+    wx = w * x
+    xbar = wx.sum(axis=0) / safe_w
+    ybar = (w * load).sum(axis=0) / safe_w
+    dx = x - xbar
+    dy = load - ybar
+    wdx = w * dx
+    sxx = (wdx * dx).sum(axis=0)
+    sxy = (wdx * dy).sum(axis=0)
     syy = (w * dy * dy).sum(axis=0)
     span = np.where(
         n > 0, np.where(mask, x, -np.inf).max(axis=0) - np.where(mask, x, np.inf).min(axis=0), 0.0

@@ -209,7 +209,7 @@ class ShardState:
             r = self.table.n - 1
             self.hist.touch(r, now)  # retained like an agent that just reported
         if meta.max_concurrency is not None:
-            self.table["max_concurrency"][r] = meta.max_concurrency
+            self.inflight.declare(r, meta.max_concurrency)
         if meta.labels is not None:
             self.labels.replace(agent_id, meta.labels)
         return self.agent(agent_id)
