@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from actors.core.config import ShardConfig
-from actors.core.models import SelectRequest, Weights
+from actors.core.models import SelectRequest, Strategy, Weights
 from actors.core.state import ShardState
 from load.common import Report, base_parser, section
 
@@ -206,7 +206,7 @@ class Ripple(Router):
         routers: int,
         rng: np.random.Generator,
         *,
-        strategy: str,
+        strategy: Strategy,
         assign: bool,
         completions: bool,
         declare: bool,

@@ -1,16 +1,14 @@
 """The Ray Serve HTTP API (DESIGN §5): a FastAPI ingress over the Ray client.
 
-Batch posts go straight to the owning shards; single-signal posts are coalesced with
-``@serve.batch`` into one batched shard call. All errors become the same JSON body in one
-place (``_ripple_error``), with the status code carried by the error type.
+Routes only: every route checks its caller (``serve.auth``) first; errors become one JSON
+body in ``serve.errors``. Batch posts go straight to the owning shards; single-signal posts
+are coalesced with ``@serve.batch`` into one batched shard call.
 """
 
-import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -19,8 +17,9 @@ from actors.client import AsyncRippleClient, connect_async
 from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
 from actors.core.config import ServiceConfig
-from actors.core.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
+from actors.core.errors import InvalidInput, NotFound, RippleError, Unavailable
 from actors.core.models import (
+    AGENT_ID_PATTERN,
     MAX_SIGNALS_PER_BATCH,
     AgentView,
     CompleteRequest,
@@ -29,16 +28,22 @@ from actors.core.models import (
     IngestResult,
     OverloadPrediction,
     PredictParams,
+    RejectedItem,
     ScoresRequest,
     ScoresResult,
     SelectRequest,
     SelectResult,
+    Signal,
     SignalBody,
 )
+from serve import errors
+from serve.auth import Principal, Role, authenticate, require
+from serve.errors import RETRY_AFTER_S, ErrorBody, documented
 from serve.metrics import render_metrics
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_S = 1
+FORBIDDEN_ITEM = "forbidden: not one of the token's agents"
+_limit = {"max_body_bytes": ServiceConfig().http.max_body_bytes}  # set by the replica
 
 
 class SignalsBody(BaseModel):
@@ -50,48 +55,18 @@ class SignalsBody(BaseModel):
     signals: list[Any] = Field(..., min_length=1, max_length=MAX_SIGNALS_PER_BATCH)
 
 
-def _error_body(err: RippleError) -> dict[str, Any]:
-    return {"error": err.to_dict()}
-
-
-def _ripple_error(_: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, RippleError)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(err, Unavailable) else None
-    return JSONResponse(_error_body(err), status_code=err.http_status, headers=headers)
-
-
-def _request_validation_error(_: Request, err: Exception) -> JSONResponse:
-    assert isinstance(err, RequestValidationError)
-    details = [
-        {
-            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-            "reason": e.get("msg", ""),
-        }
-        for e in err.errors()
-    ]
-    return _ripple_error(_, InvalidInput("request failed validation", details))
-
-
 app = FastAPI(
     title="Ripple coordination service",
     version="1",
     description="Agents report signals; routers ask which agent should get the next task.",
 )
-app.add_exception_handler(RippleError, _ripple_error)
-app.add_exception_handler(RequestValidationError, _request_validation_error)
+errors.install(app, lambda: _limit["max_body_bytes"])
 
-
-@app.middleware("http")
-async def limit_body_size(request: Request, call_next: Any) -> Response:
-    limit = getattr(request.app.state, "max_body_bytes", ServiceConfig().http.max_body_bytes)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        err = PayloadTooLarge(
-            f"body of {declared} bytes exceeds {limit}", [{"field": "body", "reason": "too large"}]
-        )
-        return JSONResponse(_error_body(err), status_code=413)
-    response: Response = await call_next(request)
-    return response
+# What each route can answer besides success (the OpenAPI document lists them all).
+_AUTH = (401, 403)
+_READ = documented(*_AUTH, 422, 500, 503)
+_AGENT_READ = documented(*_AUTH, 404, 422, 500, 503)
+_WRITE = documented(400, *_AUTH, 413, 422, 500, 503)
 
 
 def _json(model: BaseModel) -> Response:
@@ -100,15 +75,62 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def _ingest_response(result: IngestResult) -> JSONResponse:
+def _ingest_response(result: IngestResult, forbidden_only: bool = False) -> JSONResponse:
     body = {"accepted": result.accepted, "rejected": [r.model_dump() for r in result.rejected]}
     if not result.rejected:
         status = 200
     elif result.accepted:
         status = 207
     else:
-        status = 422
+        status = 403 if forbidden_only else 422
     return JSONResponse(body, status_code=status)
+
+
+class IngestBody(BaseModel):
+    accepted: int
+    rejected: list[RejectedItem]
+
+
+# An ingest route answers per-item results (IngestBody) or an error of the whole call.
+_INGEST = {
+    207: {"model": IngestBody, "description": "Some items rejected; the valid ones applied"},
+    **documented(400, 401, 413, 500, 503),
+    422: {
+        "model": IngestBody | ErrorBody,
+        "description": "No item accepted (each names its field), or a malformed body",
+    },
+    403: {
+        "model": IngestBody | ErrorBody,
+        "description": "Every rejected item was forbidden, or the role may not write",
+    },
+}
+AgentPath = Annotated[
+    str, Path(pattern=AGENT_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")
+]
+# The batch route reads its body itself (items are validated one by one, not by
+# FastAPI), so its request schema is declared here for the OpenAPI document.
+_SIGNALS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["signals"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "signals": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_SIGNALS_PER_BATCH,
+                            "items": Signal.model_json_schema(),
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
@@ -117,8 +139,11 @@ class RippleIngress:
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config = ServiceConfig.load(**(config or {}))
         logging.basicConfig(level=self.config.log_level)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(errors.RequestIdFilter())
         http = self.config.http
-        app.state.max_body_bytes = http.max_body_bytes
+        _limit["max_body_bytes"] = http.max_body_bytes
+        self.secret = self.config.resolved_auth_secret()
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
         # `serve run` / `serve deploy`, so every way of starting gives the same service.
         deploy_actors(self.config)
@@ -127,13 +152,16 @@ class RippleIngress:
         batcher.set_max_batch_size(http.batch_max_size)
         batcher.set_batch_wait_timeout_s(http.batch_wait_timeout_s)
 
+    def _caller(self, request: Request, *roles: Role, agent_id: str | None = None) -> Principal:
+        principal = authenticate(request.headers.get("authorization"), self.secret)
+        require(principal, *roles, agent_id=agent_id)
+        return principal
+
     # ------------------------------------------------------------------ signals
-    @app.post("/v1/signals", summary="Register a batch of signals (1-10,000)")
+    @app.post("/v1/signals", summary="Register a batch of signals (1-10,000)", responses=_INGEST)
     async def post_signals(self, request: Request) -> JSONResponse:
+        principal = self._caller(request, "agent")
         raw = await request.body()
-        limit = self.config.http.max_body_bytes
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"body exceeds {limit} bytes")
         try:
             body = SignalsBody.model_validate_json(raw)
         except ValueError as exc:
@@ -145,13 +173,61 @@ class RippleIngress:
                     for e in details
                 ],
             ) from exc
-        return _ingest_response(
-            await self.client.register_columns(columns_from_dicts(body.signals))
-        )
+        items = body.signals
+        # An agent token's items for other agents are refused here, never sent on.
+        forbidden = [
+            i
+            for i, item in enumerate(items)
+            if not principal.may_write(item.get("agent_id") if isinstance(item, dict) else None)
+        ]
+        if not forbidden:
+            return _ingest_response(await self.client.register_columns(columns_from_dicts(items)))
+        allowed = [i for i in range(len(items)) if i not in set(forbidden)]
+        result = IngestResult.model_construct(accepted=0, rejected=[])
+        if allowed:
+            result = await self.client.register_columns(
+                columns_from_dicts([items[i] for i in allowed])
+            )
+        rejected = [r.model_copy(update={"index": allowed[r.index]}) for r in result.rejected]
+        rejected += [
+            RejectedItem(
+                index=i, field="agent_id", error="forbidden: not one of the token's agents"
+            )
+            for i in forbidden
+        ]
+        rejected.sort(key=lambda r: r.index)
+        merged = IngestResult.model_construct(accepted=result.accepted, rejected=rejected)
+        return _ingest_response(merged, forbidden_only=not result.rejected)
 
     @serve.batch(max_batch_size=1000, batch_wait_timeout_s=0.0)
-    async def _batched_register(self, items: list[dict[str, Any]]) -> list[IngestResult]:
-        merged = await self.client.register_columns(columns_from_dicts(items))
+    async def _batched_register(
+        self, items: list[dict[str, Any]]
+    ) -> list[IngestResult | Unavailable]:
+        try:
+            merged = await self.client.register_columns(columns_from_dicts(items))
+        except Unavailable as exc:
+            # Only the items of the shards that did not answer failed; the others were
+            # applied, and their callers must hear so (a retry would duplicate them).
+            failed = {
+                int(d["field"].split(".")[1]): d["reason"]
+                for d in exc.details
+                if not str(d.get("reason", "")).startswith("rejected")
+            }
+            rejected = {
+                int(d["field"].split(".")[1]): d["reason"]
+                for d in exc.details
+                if str(d.get("reason", "")).startswith("rejected")
+            }
+            return [
+                Unavailable(exc.message, [{"field": "signal", "reason": failed[i]}])
+                if i in failed
+                else IngestResult(
+                    accepted=0, rejected=[RejectedItem(index=0, error=rejected[i], field=None)]
+                )
+                if i in rejected
+                else IngestResult(accepted=1)
+                for i in range(len(items))
+            ]
         by_index = {r.index: r for r in merged.rejected}
         return [
             IngestResult(accepted=0, rejected=[by_index[i].model_copy(update={"index": 0})])
@@ -161,29 +237,56 @@ class RippleIngress:
         ]
 
     @app.post(
-        "/v1/agents/{agent_id}/signals", summary="Register one signal (coalesced into batches)"
+        "/v1/agents/{agent_id}/signals",
+        summary="Register one signal (coalesced into batches)",
+        responses={
+            **_WRITE,
+            422: {"model": IngestBody | ErrorBody, "description": "Rejected, or malformed"},
+        },
     )
-    async def post_agent_signal(self, agent_id: str, body: SignalBody) -> JSONResponse:
+    async def post_agent_signal(
+        self, request: Request, agent_id: AgentPath, body: SignalBody
+    ) -> JSONResponse:
+        self._caller(request, "agent", agent_id=agent_id)
         item = body.model_dump(exclude_none=True)
         item["agent_id"] = agent_id
-        return _ingest_response(await self._batched_register(item))
+        result = await self._batched_register(item)
+        if isinstance(result, Unavailable):
+            raise result
+        return _ingest_response(result)
 
     # ------------------------------------------------------------------ routing
-    @app.post("/v1/select", response_model=SelectResult, summary="Choose the best agent(s)")
-    async def select(self, req: SelectRequest) -> Response:
+    @app.post(
+        "/v1/select",
+        response_model=SelectResult,
+        summary="Choose the best agent(s)",
+        responses=_WRITE,
+    )
+    async def select(self, request: Request, req: SelectRequest) -> Response:
+        self._caller(request, "router")
         return _json(await self.client.select_request(req))
 
-    @app.post("/v1/scores", response_model=ScoresResult)
-    async def scores(self, req: ScoresRequest) -> Response:
+    @app.post("/v1/scores", response_model=ScoresResult, responses=_WRITE)
+    async def scores(self, request: Request, req: ScoresRequest) -> Response:
+        self._caller(request, "router")
         return _json(await self.client.scores_request(req))
 
     # ------------------------------------------------------------------ agents
-    @app.get("/v1/agents/{agent_id}", response_model=AgentView)
-    async def agent(self, agent_id: str) -> AgentView:
+    @app.get("/v1/agents/{agent_id}", response_model=AgentView, responses=_AGENT_READ)
+    async def agent(self, request: Request, agent_id: AgentPath) -> AgentView:
+        self._caller(request, "router")
         return await self.client.agent(agent_id)
 
-    @app.put("/v1/agents/{agent_id}", response_model=AgentView, summary="Set agent metadata")
-    async def describe(self, agent_id: str, body: DescribeRequest) -> AgentView:
+    @app.put(
+        "/v1/agents/{agent_id}",
+        response_model=AgentView,
+        summary="Set agent metadata",
+        responses=_WRITE,
+    )
+    async def describe(
+        self, request: Request, agent_id: AgentPath, body: DescribeRequest
+    ) -> AgentView:
+        self._caller(request, "agent", agent_id=agent_id)
         return await self.client.describe(
             agent_id, max_concurrency=body.max_concurrency, labels=body.labels
         )
@@ -192,14 +295,19 @@ class RippleIngress:
         "/v1/agents/{agent_id}/complete",
         response_model=CompleteResult,
         summary="Report that an assigned task ended",
+        responses=_WRITE,
     )
-    async def complete(self, agent_id: str, body: CompleteRequest) -> CompleteResult:
+    async def complete(
+        self, request: Request, agent_id: AgentPath, body: CompleteRequest
+    ) -> CompleteResult:
+        self._caller(request, "router", "agent", agent_id=agent_id)
         return await self.client.complete(
             agent_id, body.assignment_id, ok=body.ok, duration_s=body.duration_s
         )
 
-    @app.delete("/v1/agents/{agent_id}", status_code=204)
-    async def delete(self, agent_id: str) -> Response:
+    @app.delete("/v1/agents/{agent_id}", status_code=204, responses=_AGENT_READ)
+    async def delete(self, request: Request, agent_id: AgentPath) -> Response:
+        self._caller(request)
         if not await self.client.delete(agent_id):
             raise NotFound(
                 f"agent {agent_id!r} is not known",
@@ -207,24 +315,32 @@ class RippleIngress:
             )
         return Response(status_code=204)
 
-    @app.get("/v1/agents/{agent_id}/overload", response_model=OverloadPrediction)
+    @app.get(
+        "/v1/agents/{agent_id}/overload",
+        response_model=OverloadPrediction,
+        responses=_AGENT_READ,
+    )
     async def overload(
         self,
-        agent_id: str,
+        request: Request,
+        agent_id: AgentPath,
         horizon_s: float = Query(60.0, gt=0, le=3600),
         threshold: float = Query(0.8, gt=0, lt=1),
     ) -> OverloadPrediction:
+        self._caller(request, "router")
         return await self.client.predict_overload(
             agent_id, horizon_s=horizon_s, threshold=threshold
         )
 
-    @app.get("/v1/overloads")
+    @app.get("/v1/overloads", responses=_READ)
     async def overloads(
         self,
+        request: Request,
         horizon_s: float = Query(60.0, gt=0, le=3600),
         threshold: float = Query(0.8, gt=0, lt=1),
         min_probability: float = Query(0.5, ge=0, le=1),
     ) -> dict[str, Any]:
+        self._caller(request, "router")
         params = PredictParams(
             horizon_s=horizon_s, threshold=threshold, min_probability=min_probability
         )
@@ -233,20 +349,23 @@ class RippleIngress:
         return out
 
     # ------------------------------------------------------------------ operations
-    @app.get("/v1/stats")
-    async def stats(self) -> dict[str, Any]:
+    @app.get("/v1/stats", responses=documented(*_AUTH, 500, 503))
+    async def stats(self, request: Request) -> dict[str, Any]:
+        self._caller(request)
         return await self.client.stats()
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def metrics(self) -> Response:
+    @app.get("/metrics", response_class=PlainTextResponse, responses=documented(*_AUTH, 500, 503))
+    async def metrics(self, request: Request) -> Response:
+        if self.config.metrics_require_admin:
+            self._caller(request)
         body, content_type = render_metrics(await self.client.metrics_snapshot())
         return Response(body, media_type=content_type)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=documented(500))
     async def healthz(self) -> dict[str, str]:
         return {"status": "alive"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", responses=documented(500, 503))
     async def readyz(self) -> JSONResponse:
         try:
             stats = await self.client.stats()
@@ -277,4 +396,4 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     return ingress.options(
         ray_actor_options={"num_cpus": config.http.replica_num_cpus},
         max_ongoing_requests=config.http.max_ongoing_requests,
-    ).bind(json.loads(config.model_dump_json()))
+    ).bind(config.to_args())

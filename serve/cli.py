@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,36 +22,65 @@ log = logging.getLogger(__name__)
 DEMO_AGENTS = 8
 
 
-def start_service(config: ServiceConfig, address: str | None = None) -> Any:
+APP_NAME = "ripple"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class Started:
+    """What this process started, so that stopping undoes exactly that and no more."""
+
+    embedded_ray: bool
+    created_shards: bool
+
+
+def start_service(config: ServiceConfig, address: str | None = None) -> Started:
     """Start (or join) Ray, deploy the shards and the router, serve the HTTP API."""
+    import ray
     from ray import serve
 
     from actors.client import deploy
-    from actors.cluster.deployment import ensure_ray
+    from actors.cluster.deployment import ensure_ray, find_actor_names
     from serve.app import build_app
 
+    embedded = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
     ensure_ray(address)
-    client = deploy(config)
+    existed = bool(find_actor_names(config.namespace))
+    deploy(config)
     serve.start(http_options={"host": config.http.host, "port": config.http.port})
-    serve.run(build_app(config.model_dump(mode="json")), name="ripple", route_prefix="/")
-    return client
+    serve.run(build_app(config.to_args()), name=APP_NAME, route_prefix="/")
+    return Started(embedded_ray=embedded, created_shards=not existed)
 
 
-def stop_service(namespace: str = "ripple") -> None:
+def stop_service(namespace: str, started: Started, teardown: bool = False) -> None:
+    """Remove only what this process added: its Serve application always; the shards if
+    it created them (or ``--teardown``); Serve and Ray themselves only when embedded, so
+    Ctrl-C on a shared cluster never takes down other jobs' applications or shards."""
     import ray
     from ray import serve
 
     import actors
 
     try:
-        serve.delete("ripple")
-        serve.shutdown()
+        serve.delete(APP_NAME)
+        if started.embedded_ray:
+            serve.shutdown()
     finally:
-        actors.teardown(namespace)
-        ray.shutdown()
+        if started.created_shards or teardown or started.embedded_ray:
+            actors.teardown(namespace)
+        if started.embedded_ray:
+            ray.shutdown()
 
 
-def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
+def admin_token(config: ServiceConfig) -> str | None:
+    """A short-lived admin token for this process's own calls (the demo), if auth is on."""
+    from serve.auth import issue_token
+
+    secret = config.resolved_auth_secret()
+    return None if secret is None else issue_token(secret, "admin", ttl_s=86_400, subject="cli")
+
+
+def run_demo(base_url: str, stop: threading.Event, max_s: float, token: str | None) -> None:
     """Simulated agents: load random-walks, one slowly overloads; prints who gets picked."""
     from serve.http_client import RippleHTTPClient
 
@@ -59,7 +89,7 @@ def run_demo(base_url: str, stop: threading.Event, max_s: float) -> None:
     quality = rng.uniform(0.5, 1.0, DEMO_AGENTS)
     names = [f"demo-agent-{i}" for i in range(DEMO_AGENTS)]
     deadline = time.monotonic() + max_s
-    with RippleHTTPClient(base_url) as http:
+    with RippleHTTPClient(base_url, token=token) as http:
         tick = 0
         while not stop.is_set() and time.monotonic() < deadline:
             load = np.clip(load + rng.normal(0, 0.05, DEMO_AGENTS), 0, 1)
@@ -99,9 +129,18 @@ def cmd_up(ns: argparse.Namespace) -> int:
         num_shards=ns.shards,
         namespace=ns.namespace,
         log_level=ns.log_level,
+        auth_secret_file=ns.auth_secret_file,
         http={"host": ns.host, "port": ns.port},
     )
-    start_service(config, address=ns.address)
+    secret = config.resolved_auth_secret()
+    if secret is None and config.http.host not in LOOPBACK and not ns.insecure:
+        print(
+            f"refusing to listen on {config.http.host} without authentication: set "
+            "RIPPLE_AUTH_SECRET (or --auth-secret-file), or pass --insecure",
+            file=sys.stderr,
+        )
+        return 2
+    started = start_service(config, address=ns.address)
     url = f"http://{config.http.host}:{config.http.port}"
     log.info("config: %s", config.model_dump_json())
     print(f"Ripple is up with {config.num_shards} shard(s).", flush=True)
@@ -110,7 +149,9 @@ def cmd_up(ns: argparse.Namespace) -> int:
     print("Press Ctrl-C to stop.", flush=True)
     demo = None
     if ns.demo:
-        demo = threading.Thread(target=run_demo, args=(url, stop, ns.demo_seconds), daemon=True)
+        demo = threading.Thread(
+            target=run_demo, args=(url, stop, ns.demo_seconds, admin_token(config)), daemon=True
+        )
         demo.start()
     try:
         while not signalled:
@@ -120,7 +161,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         stop.set()
         if demo is not None:
             demo.join(timeout=5)
-        stop_service(config.namespace)
+        stop_service(config.namespace, started, teardown=ns.teardown)
     return 0
 
 
@@ -157,6 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper
     )
+    up.add_argument("--auth-secret-file", default=None, help="file with the token secret")
+    up.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host with no authentication",
+    )
+    up.add_argument(
+        "--teardown",
+        action="store_true",
+        help="on exit, also remove shards this process did not create (joined clusters)",
+    )
     up.add_argument(
         "--haproxy",
         action="store_true",
@@ -168,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         "bench", help="run a benchmark: core|actors|http|scaling|multinode|capacity"
     )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="benchmark name, then its options")
+    token = sub.add_parser("token", help="issue a bearer token (needs the service secret)")
+    token.add_argument("--role", required=True, choices=["admin", "router", "agent"])
+    token.add_argument("--agent", action="append", default=[], help="agent id or prefix* (repeat)")
+    token.add_argument("--ttl-s", type=float, default=86_400.0)
+    token.add_argument("--subject", default="")
+    token.add_argument("--auth-secret-file", default=None)
     status = sub.add_parser("status", help="print shards, agents and readiness")
     status.add_argument("--url", default="http://127.0.0.1:8000")
     ns = parser.parse_args(argv)
@@ -179,7 +237,25 @@ def main(argv: list[str] | None = None) -> int:
         # Looked up by name: benchmarks sit above every layer, and no layer imports them.
         bench_module: Any = importlib.import_module("load.__main__")
         return int(bench_module.main(ns.args))
+    if ns.command == "token":
+        return cmd_token(ns)
     return int(cmd_up(ns) if ns.command == "up" else cmd_status(ns))
+
+
+def cmd_token(ns: argparse.Namespace) -> int:
+    from serve.auth import issue_token
+
+    config = ServiceConfig.load(auth_secret_file=ns.auth_secret_file)
+    secret = config.resolved_auth_secret()
+    if secret is None:
+        print("no secret: set RIPPLE_AUTH_SECRET or pass --auth-secret-file", file=sys.stderr)
+        return 2
+    try:
+        print(issue_token(secret, ns.role, ns.agent, ns.ttl_s, ns.subject))
+    except ValueError as exc:
+        print(f"ripple token: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

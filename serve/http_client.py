@@ -8,9 +8,19 @@ from typing import Any
 import httpx
 
 from actors.client.buffer import SignalBuffer
-from actors.core.errors import InvalidInput, NotFound, PayloadTooLarge, RippleError, Unavailable
+from actors.core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RippleError,
+    Unauthorized,
+    Unavailable,
+)
 
 _BY_STATUS: dict[int, type[RippleError]] = {
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     413: PayloadTooLarge,
     422: InvalidInput,
@@ -21,9 +31,9 @@ _BY_STATUS: dict[int, type[RippleError]] = {
 def _raise_for(response: httpx.Response) -> None:
     """Turn an error response back into the service's typed error."""
     if response.status_code < 400 or (
-        response.status_code == 422 and "accepted" in response.text[:64]
+        response.status_code in (403, 422) and response.text[:64].startswith('{"accepted"')
     ):
-        return
+        return  # an ingest answer: per-item results, not an error of the whole call
     try:
         err = response.json().get("error", {})
     except ValueError:
@@ -43,9 +53,18 @@ def _select_body(
     return body
 
 
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class RippleHTTPClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 10.0) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        timeout_s: float = 10.0,
+        token: str | None = None,
+    ) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=_headers(token))
 
     def close(self) -> None:
         self.http.close()
@@ -148,11 +167,14 @@ class AsyncRippleHTTPClient:
         base_url: str = "http://127.0.0.1:8000",
         timeout_s: float = 10.0,
         max_connections: int = 64,
+        token: str | None = None,
     ) -> None:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, limits=limits)
+        self.http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, limits=limits, headers=_headers(token)
+        )
 
     async def aclose(self) -> None:
         await self.http.aclose()

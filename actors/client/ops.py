@@ -19,6 +19,7 @@ import numpy as np
 from actors.cluster.adapter import Fanout, Gathered, RayTransport
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
+from actors.core.errors import Unavailable
 from actors.core.models import (
     AgentView,
     CompleteRequest,
@@ -49,16 +50,24 @@ def _weights(weights: WeightsArg) -> Weights | None:
 
 
 def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestResult:
+    """The per-item answer of a batch sent to its owners. When an owner did not answer,
+    the whole call fails with ``Unavailable`` (a 503 at the edge), and its details say
+    exactly what happened to every item not applied: a dead shard applied nothing of its
+    share; a shard that missed the deadline may or may not have."""
     accepted = 0
     rejected: list[RejectedItem] = []
+    missing: list[dict[str, Any]] = []
     for s, pos in positions.items():
         res = got.results.get(s)
-        if res is None:  # the owner is down: nothing of its share was applied
-            why = got.failures.get(s, "shard unavailable")
-            rejected.extend(
-                RejectedItem(index=int(p), field=None, error=f"shard {s} unavailable: {why}")
-                for p in pos.tolist()
+        if res is None:
+            why = got.failures.get(s, "no answer")
+            late = "no answer within" in why
+            reason = (
+                f"unknown: shard {s} did not answer in time; it may have been applied"
+                if late
+                else f"not applied: shard {s} unavailable ({why})"
             )
+            missing.extend({"field": f"signals.{int(p)}", "reason": reason} for p in pos.tolist())
             continue
         accepted += res.accepted
         rejected.extend(
@@ -66,6 +75,18 @@ def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestRes
             for r in res.rejected
         )
     rejected.sort(key=lambda r: r.index)
+    if missing:
+        missing.sort(key=lambda d: int(d["field"].split(".")[1]))
+        missing.extend(
+            {"field": f"signals.{r.index}", "reason": f"rejected: {r.error}"} for r in rejected
+        )
+        total = sum(len(p) for p in positions.values())
+        raise Unavailable(
+            f"{accepted} of {total} signals applied; the owners of "
+            f"{len(got.failures)} shard(s) did not answer. The details list every item "
+            "not applied (retry those) and every item rejected (fix those).",
+            missing,
+        )
     return IngestResult.model_construct(accepted=accepted, rejected=rejected)
 
 
@@ -119,7 +140,14 @@ class ClientOps:
         weights: WeightsArg = None,
         **options: Any,
     ) -> Op[SelectResult]:
-        req = SelectRequest(candidates=candidates, k=k, weights=_weights(weights), **options)
+        req = SelectRequest.model_validate(
+            {
+                "candidates": None if candidates is None else list(candidates),
+                "k": k,
+                "weights": _weights(weights),
+                **options,
+            }
+        )
         return (yield from self.select_request_op(req))
 
     def scores_request_op(self, req: ScoresRequest) -> Op[ScoresResult]:

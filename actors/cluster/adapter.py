@@ -8,11 +8,14 @@ tested without a cluster.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from actors.core.errors import DeadlineExceeded, RippleError, Unavailable
+from actors.core.errors import DeadlineExceeded, InternalError, RippleError, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -27,6 +30,11 @@ class Transport(Protocol):
     def get(self, ref: Any) -> Any: ...
 
     def awaitable(self, ref: Any) -> Awaitable[Any]: ...
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """True when the shard could not answer (dead, restarting, unreachable), as
+        opposed to a shard that answered with an exception (a bug)."""
+        ...
 
 
 @dataclass
@@ -64,10 +72,17 @@ class Fanout:
         return self.transport.num_shards
 
     def _classify(self, exc: BaseException, out: Gathered, shard: int) -> None:
+        """Three classes: the caller's mistake (re-raised, a 4xx), an outage (this shard
+        counts as not answering: a degraded answer or a 503), a bug (a 500; the
+        traceback is logged here, and only the exception's type travels on)."""
         real = unwrap(exc)
         if isinstance(real, RippleError) and not isinstance(real, Unavailable):
             raise real  # the request itself is wrong: every shard would say the same
-        out.failures[shard] = f"{type(real).__name__}: {real}"
+        if isinstance(real, Unavailable) or self.transport.is_outage(exc):
+            out.failures[shard] = f"{type(real).__name__}: {real}"
+            return
+        log.error("shard %d raised %s", shard, type(real).__name__, exc_info=exc)
+        raise InternalError(f"shard {shard} failed with {type(real).__name__}")
 
     async def gather(self, calls: dict[int, tuple[str, tuple[Any, ...]]]) -> Gathered:
         """Call each shard in parallel; whatever misses the deadline counts as failed."""
@@ -148,6 +163,18 @@ class RayTransport:
 
     async def _await(self, ref: Any) -> Any:
         return await ref
+
+    def is_outage(self, exc: BaseException) -> bool:
+        import ray.exceptions as rex
+
+        outages = (
+            rex.RayActorError,  # died (ActorDiedError) or restarting
+            rex.ActorUnavailableError,
+            rex.GetTimeoutError,
+            rex.ObjectLostError,
+            rex.RaySystemError,
+        )
+        return isinstance(exc, (*outages, TimeoutError, ConnectionError))
 
     def awaitable(self, ref: Any) -> Awaitable[Any]:
         return self._await(ref)

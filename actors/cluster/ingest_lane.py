@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 
 from actors.core.columns import SignalColumns
+from actors.core.errors import Unavailable
 from actors.core.models import IngestResult, RejectedItem
 
 DEFAULT_MAX_MERGED_SIGNALS = 20_000
@@ -25,9 +26,13 @@ class IngestLane:
         self,
         ingest: Callable[[SignalColumns], IngestResult],
         max_merged_signals: int = DEFAULT_MAX_MERGED_SIGNALS,
+        max_queued_signals: int | None = None,
     ) -> None:
         self._ingest = ingest
         self._max = max_merged_signals
+        self._max_queued = max_queued_signals
+        self.queued_signals = 0
+        self.refused_signals = 0
         self._queue: list[tuple[SignalColumns, asyncio.Future[IngestResult]]] = []
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -39,8 +44,17 @@ class IngestLane:
             self._wakeup = asyncio.Event()
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run())
+        if self._max_queued is not None and self.queued_signals + len(cols) > self._max_queued:
+            # Back-pressure: refuse the whole batch, unapplied, rather than let the queue
+            # (and the process) grow without end. Callers hear a retryable error.
+            self.refused_signals += len(cols)
+            raise Unavailable(
+                f"shard overloaded: {self.queued_signals} signals already queued",
+                [{"field": "signals", "reason": f"queue bound {self._max_queued}; retry later"}],
+            )
         fut: asyncio.Future[IngestResult] = loop.create_future()
         self._queue.append((cols, fut))
+        self.queued_signals += len(cols)
         self._wakeup.set()
         return await fut
 
@@ -66,6 +80,7 @@ class IngestLane:
 
     def _apply(self, taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]]) -> None:
         parts = [c for c, _ in taken]
+        self.queued_signals -= sum(len(c) for c in parts)
         try:
             result = self._ingest(SignalColumns.concat(parts))
         except Exception as exc:  # every caller of the merged batch hears the same error

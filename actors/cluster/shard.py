@@ -16,6 +16,7 @@ from typing import Any
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import SignalColumns
 from actors.core.config import ShardConfig
+from actors.core.errors import Unavailable
 from actors.core.merge import Partial
 from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
@@ -66,7 +67,7 @@ class ShardActor:
         logging.basicConfig(level=log_level)
         self.shard_index = shard_index
         self.state = ShardState(config)
-        self.lane = IngestLane(self.state.ingest)
+        self.lane = IngestLane(self.state.ingest, max_queued_signals=config.max_queued_signals)
         self._sweeper: asyncio.Task[None] | None = None
         self.sweeps = 0
         self.failed_sweeps = 0
@@ -105,7 +106,11 @@ class ShardActor:
 
     async def register(self, cols: SignalColumns) -> IngestResult:
         self._ensure_sweeper()
-        return await self.lane.submit(cols)
+        try:
+            return await self.lane.submit(cols)
+        except Unavailable:
+            self.state.metrics.count(self.state.metrics.rejected_total, "overloaded", len(cols))
+            raise
 
     async def partial_select(self, req: SelectRequest) -> Partial:
         self._ensure_sweeper()

@@ -40,6 +40,7 @@ REJECT_REASONS = (
     "ttl_out_of_range",
     "invalid_timestamp",
     "timestamp_in_future",
+    "overloaded",  # refused by a shard's back-pressure, not applied
 )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,6 +79,9 @@ class ShardConfig(BaseModel):
         0.02, ge=0.0, le=1.0, description="least residual noise assumed"
     )
     initial_capacity: int = Field(1024, ge=1, description="agent rows allocated up front")
+    max_queued_signals: int = Field(
+        200_000, ge=1, description="signals a shard queues for ingest before it answers 503"
+    )
 
 
 class HttpConfig(BaseModel):
@@ -125,6 +128,30 @@ class ServiceConfig(BaseSettings):
     connect_timeout_s: float = Field(10.0, gt=0.0, description="wait for a deployment to answer")
     max_concurrency: int = Field(64, ge=1, le=10_000, description="calls an actor runs at once")
     log_level: LogLevel = Field("INFO", description="level of every Ripple logger")
+    auth_secret: SecretStr | None = Field(
+        None, description="HS256 key of bearer tokens (>= 32 bytes); none: auth off"
+    )
+    auth_secret_file: Path | None = Field(None, description="file holding the auth secret")
+    metrics_require_admin: bool = Field(False, description="/metrics needs an admin token")
+
+    def resolved_auth_secret(self) -> str | None:
+        """The secret in force (the file wins over the value), or None: auth is off."""
+        if self.auth_secret_file is not None:
+            secret = self.auth_secret_file.read_text().strip()
+        elif self.auth_secret is not None:
+            secret = self.auth_secret.get_secret_value()
+        else:
+            return None
+        if len(secret.encode()) < 32:
+            raise ValueError("the auth secret must be at least 32 bytes")
+        return secret
+
+    def to_args(self) -> dict[str, Any]:
+        """JSON-ready settings for another process (the Serve replica), secret included."""
+        args: dict[str, Any] = self.model_dump(mode="json")
+        if self.auth_secret is not None:
+            args["auth_secret"] = self.auth_secret.get_secret_value()
+        return args
 
     # Set per load() call; a class attribute because settings sources are built per class.
     _yaml_file: ClassVar[Path | None] = None

@@ -70,3 +70,29 @@ class DeadlineExceeded(Unavailable):
 
 def field_error(field: str, reason: str) -> dict[str, Any]:
     return {"field": field, "reason": reason}
+
+
+class Unauthorized(RippleError):
+    """No credentials, or credentials that are malformed, forged or expired."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(RippleError):
+    """Valid credentials that do not allow this route or this agent."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class MethodNotAllowed(RippleError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class InternalError(RippleError):
+    """A bug on our side: the caller gets this and a request id, the log the traceback."""
+
+    code = "internal_error"
+    http_status = 500

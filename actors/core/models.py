@@ -17,11 +17,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
     field_validator,
     model_validator,
@@ -106,6 +108,20 @@ def _explain_agent_ids(value: Any, handler: ValidatorFunctionWrapHandler) -> Any
 
 AgentId = Annotated[str, StringConstraints(strict=True, pattern=AGENT_ID_PATTERN)]
 CheckedIds = WrapValidator(_explain_agent_ids)
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON integer may be written 8 or 8.0 (JSON Schema agrees); a boolean or a string
+    is not one, even in pydantic's lax mode."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeInt = Annotated[int, BeforeValidator(_whole_number)]
+
 # Strict: a boolean or a numeric string is an error, never coerced (as in ``columns``).
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)]
 
@@ -147,9 +163,20 @@ class SignalBody(BaseModel):
     value: UnitFloat
     confidence: UnitFloat = 1.0
     ttl_s: float = Field(DEFAULT_TTL_S, gt=0.0, le=MAX_TTL_S, allow_inf_nan=False, strict=True)
-    timestamp: float | None = Field(
-        None, description="unix seconds; RFC 3339 with a zone is accepted and converted"
-    )
+    timestamp: Annotated[
+        float | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "format": "date-time"},
+                    {"type": "null"},
+                ],
+                "description": "unix seconds or RFC 3339 with a zone; at most "
+                f"{MAX_FUTURE_SKEW_S:g} s in the future; default: time of receipt",
+            }
+        ),
+    ] = None
     trace_id: str | None = Field(None, max_length=MAX_TRACE_ID_LEN)
 
     @field_validator("timestamp", mode="before")
@@ -167,7 +194,19 @@ class Signal(SignalBody):
 class Weights(BaseModel):
     """Per-request weights. Named dimensions replace the defaults; unnamed ones weigh 0."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        # "At least one positive weight", said in the schema too, so API clients and
+        # fuzzers know an all-zero weighting is invalid before sending it.
+        json_schema_extra={
+            "anyOf": [
+                {"required": [d], "properties": {d: {"type": "number", "exclusiveMinimum": 0}}}
+                for d in ("load", "capacity", "quality", "cost", "latency", "availability")
+            ]
+        },
+    )
 
     load: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     capacity: float | None = Field(None, ge=0.0, allow_inf_nan=False)
@@ -206,10 +245,10 @@ LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 
 
 class SelectRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     candidates: Annotated[list[AgentId] | None, CheckedIds] = Field(None, max_length=MAX_CANDIDATES)
-    k: int = Field(1, ge=1, le=MAX_K)
+    k: WholeInt = Field(1, ge=1, le=MAX_K)
     weights: Weights | None = None
     strategy: Strategy = "balanced"
     exclude: Annotated[list[AgentId], CheckedIds] = Field(
@@ -223,11 +262,11 @@ class SelectRequest(BaseModel):
     assign: bool = Field(
         True, description="record an in-flight task on each agent chosen (a write)"
     )
-    p2c_choices: int = Field(2, ge=2, le=16, description="d in power-of-d-choices")
-    weighted_pool: int = Field(
+    p2c_choices: WholeInt = Field(2, ge=2, le=16, description="d in power-of-d-choices")
+    weighted_pool: WholeInt = Field(
         16, ge=1, le=MAX_K, description="size of the top pool the weighted strategy samples from"
     )
-    balanced_pool: int = Field(
+    balanced_pool: WholeInt = Field(
         8, ge=1, le=MAX_K, description="top candidates per shard that balanced spreads over"
     )
     balanced_tolerance: float = Field(
@@ -252,7 +291,7 @@ class SelectRequest(BaseModel):
 
 
 class ScoresRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     agent_ids: Annotated[list[AgentId], CheckedIds] = Field(
         ..., min_length=1, max_length=MAX_CANDIDATES
@@ -330,16 +369,23 @@ class DescribeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_concurrency: int | None = Field(
-        None, ge=1, le=1_000_000, strict=True, description="tasks the agent runs at once"
-    )
+    max_concurrency: (
+        Annotated[
+            WholeInt,
+            Field(ge=1, le=1_000_000),
+            # Pydantic loses the bounds of a validated int inside an Optional; state them.
+            WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+        ]
+        | None
+    ) = Field(None, description="tasks the agent runs at once")
+
     labels: LabelMap | None = Field(None, description="replaces the agent's labels")
 
 
 class CompleteRequest(BaseModel):
     """``POST /v1/agents/{agent_id}/complete``: a task the agent was assigned has ended."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     assignment_id: str | None = Field(
         None, max_length=64, description="omitted: the agent's oldest open task"
@@ -369,7 +415,7 @@ class OverloadPrediction(BaseModel):
 
 
 class PredictParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     horizon_s: float = Field(60.0, gt=0.0, le=3600.0, allow_inf_nan=False)
     threshold: float = Field(0.8, gt=0.0, lt=1.0, allow_inf_nan=False)

@@ -111,6 +111,34 @@ def test_body_over_the_limit_is_413(http) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
 
+def test_a_chunked_body_over_the_limit_is_413_while_streaming(http) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"signals": ['
+        for i in range(3000):
+            yield (b"," if i else b"") + b'{"agent_id": "c", "signal_type": "LOAD", "value": 0.5, '
+            yield b'"trace_id": "' + b"x" * 100 + b'"}'
+        yield b"]}"
+
+    r = http.post("/v1/signals", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_every_error_uses_one_body_with_a_request_id(http) -> None:
+    for r, status, code in (
+        (http.get("/v1/nowhere"), 404, "not_found"),
+        (http.delete("/v1/select"), 405, "method_not_allowed"),
+        (http.post("/v1/select", json={"k": 0}), 422, "invalid_input"),
+        (http.post("/v1/select", json={"candidates": []}), 200, None),
+        (http.post("/v1/select", json={"weights": {"load": 1e308, "capacity": 1e308}}), 200, None),
+    ):
+        assert r.status_code == status, (r.request.url, r.text)
+        if code is not None:
+            err = r.json()["error"]
+            assert err["code"] == code and err["request_id"] == r.headers["x-request-id"]
+            assert "Traceback" not in r.text
+
+
 def test_single_signal_posts_are_applied(http) -> None:
     for i in range(5):
         r = http.post(f"/v1/agents/one-{i}/signals", json={"signal_type": "COST", "value": i / 10})
@@ -280,6 +308,13 @@ def test_shard_down_gives_503_with_retry_after_and_not_ready(http, ray_session, 
         and r.json()["error"]["code"] == "unavailable"
     )
     assert http.get("/down/healthz").status_code == 200  # alive, just not ready
+    # A write whose owner is down is a 503 naming what was not applied, not a 207/422.
+    r = http.post("/down/v1/signals", json={"signals": [sig("d-1", "LOAD", 0.2)]})
+    assert r.status_code == 503 and r.headers["retry-after"], r.text
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == "signals.0" and detail["reason"].startswith("not applied")
+    r = http.post("/down/v1/agents/d-2/signals", json={"signal_type": "LOAD", "value": 0.2})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
 
 
 def test_ripple_up_as_a_subprocess() -> None:

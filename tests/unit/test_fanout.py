@@ -10,7 +10,13 @@ import pytest
 from actors.cluster.adapter import Fanout
 from actors.cluster.router import RouterCore
 from actors.core.config import ServiceConfig
-from actors.core.errors import DeadlineExceeded, InvalidInput, NotFound, Unavailable
+from actors.core.errors import (
+    DeadlineExceeded,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from actors.core.models import PredictParams, ScoresRequest, SelectRequest
 from actors.core.partition import shard_of
 from actors.core.state import ShardState
@@ -40,6 +46,9 @@ class FakeShardTransport:
 
     def awaitable(self, ref: Any) -> Any:
         return self._run(ref)
+
+    def is_outage(self, exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionError)
 
     def wait(self, refs: list[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
         return [r for r in refs if r[0] not in self.slow], [r for r in refs if r[0] in self.slow]
@@ -123,3 +132,17 @@ def test_an_empty_candidate_list_is_an_empty_answer_not_an_outage(router) -> Non
     core, _ = router
     res = asyncio.run(core.select(SelectRequest(candidates=[], k=3)))
     assert res.selected == [] and res.considered == 0 and not res.degraded
+
+
+def test_a_shard_bug_is_a_500_not_an_outage(router) -> None:
+    """A shard that raises a plain exception has a bug: the caller gets an InternalError
+    (500 at the edge), not a 503 that clients would retry forever."""
+    core, transport = router
+
+    def boom(*args: Any) -> Any:
+        raise IndexError("index 3 is out of bounds")
+
+    transport.states[0].partial_select = boom  # type: ignore[method-assign]
+    with pytest.raises(InternalError) as info:
+        asyncio.run(core.select(SelectRequest(k=2)))
+    assert "IndexError" in info.value.message and "out of bounds" not in info.value.message

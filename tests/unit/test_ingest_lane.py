@@ -8,6 +8,7 @@ import pytest
 
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import columns_from_dicts
+from actors.core.errors import Unavailable
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
 
@@ -88,3 +89,26 @@ def test_an_ingest_failure_reaches_every_caller_and_the_lane_goes_on(clock) -> N
         return await lane.submit(columns_from_dicts([sig("x", "LOAD", 0.1)]))
 
     assert asyncio.run(main()).accepted == 1
+
+
+def test_the_queue_is_bounded_and_refuses_unapplied(clock) -> None:
+    """Past the bound a batch is refused with a retryable error and nothing of it applied;
+    what was queued before is applied in order, and the queue drains back to zero."""
+    state = ShardState(clock=clock)
+    lane = IngestLane(state.ingest, max_queued_signals=5)
+
+    async def run() -> list[object]:
+        batches = [
+            columns_from_dicts(
+                [{"agent_id": f"q{b}-{i}", "signal_type": "LOAD", "value": 0.1} for i in range(2)]
+            )
+            for b in range(4)
+        ]
+        return await asyncio.gather(*(lane.submit(c) for c in batches), return_exceptions=True)
+
+    results = asyncio.run(run())
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Unavailable)]
+    assert len(accepted) == 2 and len(refused) == 2
+    assert lane.queued_signals == 0 and lane.refused_signals == 4
+    assert len(state) == 4 and "q3-0" not in state

@@ -1,0 +1,230 @@
+"""Every answer that is not a success, in one place: one JSON body, one status per class.
+
+- A caller's mistake is a 4xx naming the field (``InvalidInput``, ``NotFound``, an unknown
+  route, a wrong method, ``Unauthorized``, ``Forbidden``, ``PayloadTooLarge``).
+- An outage is a 503 with ``Retry-After`` (``Unavailable``), and nothing was applied (or the
+  body says exactly what was).
+- A bug is a 500 with the request id; its traceback goes to the log under that id, never
+  to the caller.
+
+Every response carries ``X-Request-ID`` (the caller's, when it sends a sane one), and
+every error body repeats it, so a report from a user finds its log lines.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from actors.core.errors import (
+    InternalError,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RippleError,
+    Unauthorized,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "X-Request-ID"
+RETRY_AFTER_S = 1
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to every log record, so every line of a request carries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+def error_response(err: RippleError, request_id: str) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(err, Unavailable):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    if isinstance(err, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="ripple"'
+    body = {"error": {**err.to_dict(), "request_id": request_id}}
+    return JSONResponse(body, status_code=err.http_status, headers=headers)
+
+
+def _rid(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or request_id_var.get()
+
+
+def _ripple_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RippleError)
+    if err.http_status >= 500 and not isinstance(err, Unavailable):
+        log.error("request %s failed: %s", _rid(request), err)
+    return error_response(err, _rid(request))
+
+
+def _validation_error(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    details = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+            "reason": e.get("msg", ""),
+        }
+        for e in err.errors()
+    ]
+    return error_response(InvalidInput("request failed validation", details), _rid(request))
+
+
+def _http_error(request: Request, err: Exception) -> JSONResponse:
+    """Starlette's own answers (unknown route, wrong method) in our format."""
+    assert isinstance(err, StarletteHTTPException)
+    path = request.url.path
+    mapped: RippleError
+    if err.status_code == 404:
+        mapped = NotFound(f"no route {path}", [{"field": "path", "reason": "unknown route"}])
+    elif err.status_code == 405:
+        mapped = MethodNotAllowed(
+            f"{request.method} is not allowed on {path}",
+            [{"field": "method", "reason": f"{request.method} not allowed"}],
+        )
+    else:
+        mapped = RippleError(str(err.detail))
+        mapped.http_status = err.status_code
+        mapped.code = "http_error"
+    response = error_response(mapped, _rid(request))
+    if err.headers:
+        response.headers.update(err.headers)
+    if err.status_code == 405:
+        # Starlette names the methods of the first route matching the path only; every
+        # route with this path counts (GET, PUT and DELETE share /v1/agents/{id}).
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex, served = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and served and regex.match(path):
+            methods |= set(served)
+    return sorted(methods)
+
+
+def _bug(request: Request, err: Exception) -> JSONResponse:
+    rid = _rid(request)
+    log.error("request %s: internal error", rid, exc_info=err)
+    return error_response(
+        InternalError(f"internal error; quote request id {rid} when reporting it"), rid
+    )
+
+
+class RequestContext:
+    """ASGI middleware: a request id per request, and the body limit counted while the
+    body streams in (a chunked body has no Content-Length to trust)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        token = request_id_var.set(rid)
+        limit = self.max_body_bytes()
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(
+                        f"body exceeds {limit} bytes",
+                        [{"field": "body", "reason": f"more than {limit} bytes"}],
+                    )
+            return message
+
+        async def with_id(message: Message) -> None:
+            # Serve's proxy gives each request an X-Request-ID and echoes it in the
+            # response; add ours only when the request came without one.
+            if message["type"] == "http.response.start" and not given:
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > limit:
+                too_big = PayloadTooLarge(
+                    f"body of {int(declared)} bytes exceeds {limit}",
+                    [{"field": "body", "reason": f"more than {limit} bytes"}],
+                )
+                await error_response(too_big, rid)(scope, receive, with_id)
+                return
+            await self.app(scope, counted, with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def install(app: FastAPI, max_body_bytes: Callable[[], int]) -> None:
+    """Register every handler and the middleware on ``app``."""
+    app.add_exception_handler(RippleError, _ripple_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _bug)
+    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes)
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    reason: str = ""
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo
+
+
+_WORDS = {
+    400: "Malformed request",
+    401: "Missing, malformed or expired bearer token",
+    403: "The token's role or agents do not allow this",
+    404: "Unknown agent or route",
+    405: "Method not allowed",
+    413: "Body too large",
+    422: "A field failed validation (the body names it)",
+    500: "Internal error (quote the request id)",
+    503: "A shard is unavailable or overloaded; nothing was applied unless the body says so",
+}
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route: every error status it can answer, with the body."""
+    return {c: {"model": ErrorBody, "description": _WORDS[c]} for c in codes}
