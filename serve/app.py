@@ -339,12 +339,16 @@ class RippleIngress:
         horizon_s: float = Query(60.0, gt=0, le=3600),
         threshold: float = Query(0.8, gt=0, lt=1),
         min_probability: float = Query(0.5, ge=0, le=1),
+        limit: int = Query(1000, ge=1, le=10_000, description="most overloads in this page"),
+        cursor: str | None = Query(
+            None, pattern=r"^[0-9,-]{1,20000}$", description="next_cursor of the last page"
+        ),
     ) -> dict[str, Any]:
         self._caller(request, "router")
         params = PredictParams(
             horizon_s=horizon_s, threshold=threshold, min_probability=min_probability
         )
-        out = await self.client.overloads_request(params)
+        out = await self.client.overloads_request(params, cursor, limit)
         out["overloads"] = [p.model_dump() for p in out["overloads"]]
         return out
 

@@ -20,6 +20,7 @@ from actors.cluster.adapter import Fanout, Gathered, RayTransport
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
 from actors.core.errors import Unavailable
+from actors.core.metrics import MetricsSnapshot, Monotonic
 from actors.core.models import (
     AgentView,
     CompleteRequest,
@@ -105,6 +106,8 @@ class ClientOps:
         self._routers = Fanout(RayTransport(routers), config.shard_deadline_s * 2 + 1.0)
         self._router_cycle = itertools.cycle(range(len(routers)))
         self._owner: dict[str, int] = {}
+        self._monotonic = Monotonic()
+        self._router_degraded: dict[int, int] = {}
 
     # ---------------------------------------------------------------- plumbing
     def _router_op(self, method: str, *args: Any) -> Op[Any]:
@@ -200,22 +203,50 @@ class ClientOps:
         result: OverloadPrediction = yield from self._router_op("predict", agent_id, params)
         return result
 
-    def overloads_request_op(self, params: PredictParams) -> Op[dict[str, Any]]:
-        result: dict[str, Any] = yield from self._router_op("overloads", params)
+    def overloads_request_op(
+        self, params: PredictParams, cursor: str | None = None, limit: int = 1000
+    ) -> Op[dict[str, Any]]:
+        """One page; pass its ``next_cursor`` back for the next (None: the last page)."""
+        result: dict[str, Any] = yield from self._router_op("overloads", params, cursor, limit)
         return result
 
     def overloads_op(
-        self, horizon_s: float = 60.0, threshold: float = 0.8, min_probability: float = 0.5
+        self,
+        horizon_s: float = 60.0,
+        threshold: float = 0.8,
+        min_probability: float = 0.5,
+        cursor: str | None = None,
+        limit: int = 1000,
     ) -> Op[dict[str, Any]]:
         params = PredictParams(
             horizon_s=horizon_s, threshold=threshold, min_probability=min_probability
         )
-        return (yield from self.overloads_request_op(params))
+        return (yield from self.overloads_request_op(params, cursor, limit))
 
     def stats_op(self) -> Op[dict[str, Any]]:
         result: dict[str, Any] = yield from self._router_op("stats")
         return result
 
     def metrics_snapshot_op(self) -> Op[dict[str, Any]]:
-        result: dict[str, Any] = yield from self._router_op("metrics_snapshot")
-        return result
+        """The whole cluster's counters: every shard's and every router's (not just one
+        router's, which would make counters jump between scrapes), never going backwards
+        (``Monotonic``). Gauges and ``shard_up`` are as of this scrape."""
+        shards = yield self._shards, {s: ("metrics", ()) for s in range(self.num_shards)}
+        routers = yield (
+            self._routers,
+            {j: ("own_metrics", ()) for j in range(len(self.router_handles))},
+        )
+        fresh: dict[str, MetricsSnapshot | None] = {
+            f"shard-{s}": shards.results.get(s) for s in range(self.num_shards)
+        }
+        fresh |= {
+            f"router-{j}": (routers.results[j]["metrics"] if j in routers.results else None)
+            for j in range(len(self.router_handles))
+        }
+        self._router_degraded |= {j: r["degraded_total"] for j, r in routers.results.items()}
+        return {
+            "metrics": self._monotonic.total(fresh),
+            "shard_up": {s: s in shards.results for s in range(self.num_shards)},
+            "shard_agents": {s: snap.agents for s, snap in shards.results.items()},
+            "degraded_total": sum(self._router_degraded.values()),
+        }

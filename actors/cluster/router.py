@@ -15,6 +15,7 @@ import numpy as np
 
 from actors.cluster.adapter import Fanout, Gathered
 from actors.core.config import ServiceConfig
+from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
 from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
@@ -155,17 +156,34 @@ class RouterCore:
     async def _all(self, method: str, *args: Any) -> Gathered:
         return await self.fanout.gather({s: (method, args) for s in range(self.num_shards)})
 
-    async def overloads(self, params: PredictParams) -> dict[str, Any]:
-        got = await self._all("overloads", params)
+    async def overloads(
+        self, params: PredictParams, cursor: str | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        """One page of predicted overloads, most likely first: at most ``limit``, and the
+        cursor of the next page (None when every shard has been scanned). Each shard
+        scans within a time budget, so one call's cost is bounded at any fleet size."""
+        starts = decode_cursor(cursor, self.num_shards)
+        active = [s for s, row in enumerate(starts) if row is not None]
+        per_shard = max(1, limit // max(len(active), 1))
+        budget_s = min(0.5, self.fanout.deadline_s / 2)
+        got = await self.fanout.gather(
+            {s: ("overloads_page", (params, starts[s], per_shard, budget_s)) for s in active}
+        )
         self.fanout.all_ok(got)
         if got.degraded:
             self._log_degraded("overloads", got)
-        items = sorted(
-            (p for part in got.results.values() for p in part),
-            key=lambda p: -(p.probability or 0.0),
-        )
+        nexts: list[int | None] = [None] * self.num_shards
+        items: list[OverloadPrediction] = []
+        for s in active:
+            if s in got.results:
+                page, nexts[s] = got.results[s]
+                items += page
+            else:
+                nexts[s] = starts[s]  # not answered: scan it again on the next page
+        items.sort(key=lambda p: -(p.probability or 0.0))
         return {
             "overloads": items,
+            "next_cursor": encode_cursor(nexts),
             "shards_answered": got.answered,
             "shards_total": got.asked,
             "degraded": got.degraded,
@@ -202,6 +220,10 @@ class RouterCore:
             "degraded_total": self.degraded_total,
         }
 
+    async def own_metrics(self) -> dict[str, Any]:
+        """This router's own counters (selections it merged, degraded answers)."""
+        return {"metrics": self.metrics, "degraded_total": self.degraded_total}
+
     def describe(self) -> dict[str, Any]:
         return {"num_shards": self.num_shards, "config": self.config.model_dump()}
 
@@ -217,3 +239,22 @@ class RouterActor(RouterCore):
 
     async def ping(self) -> bool:
         return True
+
+
+def encode_cursor(rows: list[int | None]) -> str | None:
+    """Where each shard resumes, as "12,-,0" ("-": done); None when all are done."""
+    if all(r is None for r in rows):
+        return None
+    return ",".join("-" if r is None else str(r) for r in rows)
+
+
+def decode_cursor(cursor: str | None, num_shards: int) -> list[int | None]:
+    if cursor is None:
+        return [0] * num_shards
+    parts = cursor.split(",")
+    if len(parts) != num_shards or not all(p == "-" or p.isdigit() for p in parts):
+        raise InvalidInput(
+            "malformed cursor",
+            [{"field": "cursor", "reason": "pass back the next_cursor of the previous page"}],
+        )
+    return [None if p == "-" else int(p) for p in parts]

@@ -147,6 +147,17 @@ class ShardActor:
     async def overloads(self, params: PredictParams) -> list[OverloadPrediction]:
         return self.state.overloads(params)
 
+    async def overloads_page(
+        self, params: PredictParams, start_row: int, limit: int, budget_s: float
+    ) -> tuple[list[OverloadPrediction], int | None]:
+        """A page of overloads, scanned in chunks that yield to the event loop between
+        them, so selections and ingest go on meanwhile; bounded by ``budget_s``."""
+        out: tuple[list[OverloadPrediction], int | None] = ([], start_row)
+        for step in self.state.page_steps(params, start_row, limit, budget_s):
+            out = step
+            await asyncio.sleep(0)
+        return out
+
     async def sweep(self) -> dict[str, int]:
         return self.state.sweep()
 

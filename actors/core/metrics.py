@@ -133,6 +133,22 @@ class MetricsSnapshot:
         key = "insufficient_data" if will_overload is None else str(will_overload).lower()
         self.count(self.predictions_total, key)
 
+    def count_total(self) -> int:
+        """Everything counted, for telling a restarted source (its total fell)."""
+        tables = (
+            self.signals_total,
+            self.rejected_total,
+            self.selections_total,
+            self.predictions_total,
+            self.completed_total,
+        )
+        return (
+            sum(sum(t.values()) for t in tables)
+            + self.assignments_expired
+            + sum(h.count for h in (*self.registration_s.values(), *self.selection_s.values()))
+            + self.signal_age_s.count
+        )
+
     def merge(self, other: MetricsSnapshot) -> None:
         for mine, theirs in (
             (self.signals_total, other.signals_total),
@@ -152,3 +168,38 @@ class MetricsSnapshot:
         self.live_signals += other.live_signals
         self.in_flight += other.in_flight
         self.assignments_expired += other.assignments_expired
+
+
+class Monotonic:
+    """Counters that never go backwards across scrapes, per source (a shard or a router).
+
+    A source that does not answer keeps its last counters; a source whose counters went
+    down restarted, so what it had counted before is kept as an offset and added on.
+    Gauges (agents, live signals, in flight) are taken as they are."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, MetricsSnapshot] = {}
+        self._offset: dict[str, MetricsSnapshot] = {}
+
+    def total(self, fresh: dict[str, MetricsSnapshot | None]) -> MetricsSnapshot:
+        out = MetricsSnapshot()
+        for source, snap in fresh.items():
+            last = self._last.get(source)
+            if snap is None:  # no answer this time: its counters as last seen
+                if last is not None:
+                    _merge_counters(out, last)
+                continue
+            if last is not None and snap.count_total() < last.count_total():
+                self._offset.setdefault(source, MetricsSnapshot()).merge(last)
+            self._last[source] = snap
+            out.merge(snap)
+            if source in self._offset:
+                _merge_counters(out, self._offset[source])
+        return out
+
+
+def _merge_counters(into: MetricsSnapshot, snap: MetricsSnapshot) -> None:
+    """Counters and histograms only: a gauge of a silent or restarted source is stale."""
+    gauges = (into.agents, into.live_signals, into.in_flight)
+    into.merge(snap)
+    into.agents, into.live_signals, into.in_flight = gauges

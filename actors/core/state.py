@@ -15,7 +15,7 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ from actors.core.signals import LiveSignals
 from actors.core.table import AgentTable
 
 _OVERLOAD_CHUNK_ROWS = 65_536
+# Rows fitted between two turns of a host's event loop in a paged scan: a few ms of work.
+_PAGE_CHUNK_ROWS = 4096
 
 
 class ShardState:
@@ -290,20 +292,64 @@ class ShardState:
     def overloads(self, params: PredictParams | None = None) -> list[OverloadPrediction]:
         """Every agent whose probability of overload is at least ``min_probability``."""
         params = params or PredictParams()
-        now = self._clock()
         out: list[OverloadPrediction] = []
-        n = self.table.n
-        for start in range(0, n, _OVERLOAD_CHUNK_ROWS):
-            rows = np.arange(start, min(start + _OVERLOAD_CHUNK_ROWS, n))
-            fit = self.predictor.fit(rows, now, params, self.inflight.deltas(rows, now))
-            hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
-            for j in hits.tolist():
-                r = int(rows[j])
-                p = self.predictor.prediction(self.table.ids[r], r, fit, j, now, params)
-                self.metrics.record_prediction(p.will_overload)
-                out.append(p)
+        start: int | None = 0
+        while start is not None:
+            page, start = self.overloads_chunk(params, start, _OVERLOAD_CHUNK_ROWS)
+            out += page
         out.sort(key=lambda p: -(p.probability or 0.0))
         return out
+
+    def overloads_page(
+        self, params: PredictParams, start_row: int, limit: int, budget_s: float
+    ) -> tuple[list[OverloadPrediction], int | None]:
+        """Up to ``limit`` overloads from ``start_row``, within ``budget_s`` of work; and
+        the row to resume from (None: done). ``page_steps`` is the same, step by step."""
+        out: tuple[list[OverloadPrediction], int | None] = ([], start_row)
+        for step in self.page_steps(params, start_row, limit, budget_s):
+            out = step
+        return out
+
+    def page_steps(
+        self, params: PredictParams, start_row: int, limit: int, budget_s: float
+    ) -> Iterator[tuple[list[OverloadPrediction], int | None]]:
+        """Yields (found so far, resume row) after each chunk of rows, so an async host
+        can give the event loop a turn in between."""
+        deadline = time.monotonic() + budget_s
+        found: list[OverloadPrediction] = []
+        row: int | None = start_row
+        while row is not None and len(found) < limit:
+            page, row = self.overloads_chunk(params, row, _PAGE_CHUNK_ROWS, limit - len(found))
+            found += page
+            yield found, row
+            if time.monotonic() >= deadline:
+                return
+
+    def overloads_chunk(
+        self, params: PredictParams, start_row: int, rows: int, limit: int | None = None
+    ) -> tuple[list[OverloadPrediction], int | None]:
+        """Predicted overloads among ``rows`` rows from ``start_row``: at most ``limit``, and
+        the row to resume from (None at the end). Bounded work per call, so a caller can
+        yield between chunks; rows move when agents are removed, so a scan in pages is not
+        a snapshot."""
+        now = self._clock()
+        n = self.table.n
+        if start_row >= n:
+            return [], None
+        block = np.arange(start_row, min(start_row + rows, n))
+        fit = self.predictor.fit(block, now, params, self.inflight.deltas(block, now))
+        hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
+        resume: int | None = int(block[-1]) + 1 if block[-1] + 1 < n else None
+        if limit is not None and len(hits) > limit:
+            hits = hits[:limit]
+            resume = int(block[hits[-1]]) + 1
+        out = []
+        for j in hits.tolist():
+            r = int(block[j])
+            p = self.predictor.prediction(self.table.ids[r], r, fit, j, now, params)
+            self.metrics.record_prediction(p.will_overload)
+            out.append(p)
+        return out, resume
 
     # ------------------------------------------------------------------ upkeep
     def sweep(self) -> dict[str, int]:

@@ -232,6 +232,48 @@ def test_expiry_sweep_runs_in_the_actor(client) -> None:
     assert all(s["failed_sweeps"] == 0 for s in stats["shards"])
 
 
+def test_overload_pages_are_bounded_and_selections_stay_responsive(client) -> None:
+    """30,000 agents with rising LOAD: the overload list comes in bounded pages that
+    together cover every shard, and selections made meanwhile are never degraded (the
+    shards yield between chunks instead of fitting everything in one go)."""
+    import threading
+
+    n, now = 30_000, time.time()
+    ids = [f"ovl-{i}" for i in range(n)]
+    for step in range(4):
+        client.register_arrays(
+            ids,
+            ["LOAD"] * n,
+            np.full(n, 0.5 + 0.1 * step),
+            timestamps_s=[now - 30 + 10 * step] * n,
+        )
+    stop, degraded, answered = threading.Event(), [], [0]
+
+    def select_loop() -> None:
+        while not stop.is_set():
+            res = client.select(candidates=ids[:50], assign=False)
+            answered[0] += 1
+            degraded.append(res.degraded)
+
+    t = threading.Thread(target=select_loop)
+    t.start()
+    try:
+        cursor, pages, seen = None, 0, 0
+        while pages < 200:
+            page = client.overloads(horizon_s=60, threshold=0.8, limit=2000, cursor=cursor)
+            assert len(page["overloads"]) <= 2000 and not page["degraded"]
+            seen += sum(p.agent_id.startswith("ovl-") for p in page["overloads"])
+            pages += 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        stop.set()
+        t.join()
+    assert cursor is None and pages > 1 and seen == n
+    assert answered[0] > 0 and not any(degraded)
+
+
 def test_killed_shard_degrades_then_recovers(client, ray_session, namespace) -> None:
     """Run last in this module: the killed shard restarts empty (no checkpoints yet).
 

@@ -146,3 +146,39 @@ def test_a_shard_bug_is_a_500_not_an_outage(router) -> None:
     with pytest.raises(InternalError) as info:
         asyncio.run(core.select(SelectRequest(k=2)))
     assert "IndexError" in info.value.message and "out of bounds" not in info.value.message
+
+
+def test_overloads_come_in_bounded_pages_with_a_cursor(clock) -> None:
+    states = [ShardState(clock=clock, seed=i) for i in range(3)]
+    for i in range(40):
+        a = f"hot-{i}"
+        st = states[shard_of(a, 3)]
+        for t in range(6):
+            clock.advance(0.0)
+            st.ingest_dicts(
+                [
+                    {
+                        "agent_id": a,
+                        "signal_type": "LOAD",
+                        "value": 0.5 + 0.08 * t,
+                        "timestamp": clock() - 50 + 10 * t,
+                    }
+                ]
+            )
+    core = RouterCore(Fanout(FakeShardTransport(states), 1.0), ServiceConfig(), seed=1)
+    params = PredictParams(horizon_s=60, threshold=0.8, min_probability=0.5)
+    seen: list[str] = []
+    cursor, pages = None, 0
+    while True:
+        page = asyncio.run(core.overloads(params, cursor, limit=9))
+        assert len(page["overloads"]) <= 9
+        probs = [p.probability for p in page["overloads"]]
+        assert probs == sorted(probs, reverse=True)
+        seen += [p.agent_id for p in page["overloads"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages >= 5 and sorted(seen) == sorted(f"hot-{i}" for i in range(40))
+    with pytest.raises(InvalidInput, match="cursor"):
+        asyncio.run(core.overloads(params, "1,2", limit=9))
