@@ -55,3 +55,40 @@ def test_bounded_while_the_service_is_down_and_recovers() -> None:
     buf.close()
     assert buf.accepted == 30 and len(buf.rejected) == 1
     assert sum(len(b) for b in sink.batches) == 31
+
+
+def test_retry_only_what_a_partial_outage_did_not_apply_in_order() -> None:
+    from actors.core.errors import InvalidInput, Unavailable
+
+    sent: list[list[int]] = []
+    answers: list[Exception | None] = [
+        Unavailable(
+            "1 of 4 applied",
+            [
+                {"field": "signals.1", "reason": "not applied: shard 1 unavailable"},
+                {"field": "signals.3", "reason": "not applied: shard 1 unavailable"},
+                {"field": "signals.2", "reason": "rejected: value: out of range"},
+            ],
+        ),
+        None,
+        InvalidInput("body too odd"),
+    ]
+
+    def send(batch: list[int]) -> tuple[int, list[object]]:
+        sent.append(list(batch))
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return len(batch), []
+
+    buf = SignalBuffer(send, max_batch=4, flush_interval_s=60, max_pending=100)
+    for i in range(4):
+        buf._pending.append(i)
+    assert buf.flush() is False  # a partial outage: keep the unapplied, in order
+    assert buf._pending == [1, 3] and buf.accepted == 1 and len(buf.rejected) == 1
+    buf._pending.append(4)
+    assert buf.flush() is True and sent[-1] == [1, 3, 4] and buf.accepted == 4
+    buf._pending.append(5)
+    assert buf.flush() is True  # a 4xx is not retried, but it is counted and kept
+    assert buf.failed == 1 and "body too odd" in buf.failures[0][0] and buf._pending == []
+    buf._closed.set()
