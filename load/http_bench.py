@@ -19,7 +19,10 @@ import httpx
 import numpy as np
 
 from load.common import Report, base_parser, percentiles_ms, section
+from serve.auth import issue_token
 
+AUTH_SECRET = "http-bench-secret-" + "x" * 32
+AGENT_TOKEN = issue_token(AUTH_SECRET, "agent", ["agent-*"], ttl_s=3600)
 NAMESPACE = "ripple-http-bench"
 
 
@@ -40,6 +43,19 @@ def start(port: int, shards: int) -> None:
         ),
         name="ripple",
         route_prefix="/",
+    )
+    # The same service with authentication on, over the same shards, for the auth figure.
+    serve.run(
+        build_app(
+            {
+                "namespace": NAMESPACE,
+                "num_shards": shards,
+                "shard": {"sweep_interval_s": 60},
+                "auth_secret": AUTH_SECRET,
+            }
+        ),
+        name="ripple-auth",
+        route_prefix="/auth",
     )
     null_app = FastAPI()
 
@@ -72,9 +88,10 @@ async def load_loop(
         nonlocal issued, errors
         while issued < count and time.perf_counter() < deadline:
             issued += 1
-            method, url, body = make(issued)
+            method, url, body, *rest = make(issued)
+            headers = rest[0] if rest else None
             t0 = time.perf_counter()
-            r = await client.request(method, url, json=body)
+            r = await client.request(method, url, json=body, headers=headers)
             latencies.append(time.perf_counter() - t0)
             errors += r.status_code >= 400
 
@@ -145,6 +162,21 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
                 target="≥ 100,000 signals/s",
                 params={"errors": errs},
             )
+        if with_null:
+            with section("batch POST of 1,000 signals, auth on (an agent token for agent-*)"):
+                auth = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+                secured, _, errs_auth = await load_loop(
+                    c, lambda i: ("POST", "/auth/v1/signals", batch, auth), 4, n, max_s
+                )
+                # The same-run reference is the auth-off figure just above.
+                report.add(
+                    "HTTP batch ingest with auth, 1,000 per POST",
+                    secured * 1000,
+                    "signals/s",
+                    ceiling=rps * 1000,
+                    target="within 10% of auth off",
+                    params={"errors": errs_auth},
+                )
 
         with section("select 100 of 1,000 over HTTP"):
             ids = [f"agent-{i}" for i in range(1000)]
