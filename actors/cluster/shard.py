@@ -171,6 +171,8 @@ class ShardActor:
             "restarted": self.restarted,
             "sweeps": self.sweeps,
             "failed_sweeps": self.failed_sweeps,
+            "queued_signals": self.lane.queued_signals,
+            "refused_signals": self.lane.refused_signals,
         }
 
     async def metrics(self) -> MetricsSnapshot:
