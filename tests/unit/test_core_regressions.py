@@ -93,22 +93,30 @@ def test_expiry_sweep_is_linear_in_agents_and_reservations() -> None:
     assert large / small < 10, (small, large)
 
 
+def fit_args(**overrides: float) -> dict[str, float]:
+    """``fit_trends`` keywords for one agent observed up to now (t = 0)."""
+    args = dict(
+        now_s=0.0,
+        horizon_s=60.0,
+        threshold=0.8,
+        min_samples=3,
+        min_span_s=1.0,
+        noise_floor=0.02,
+    )
+    return {**args, **overrides}
+
+
+def column(ts: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One agent's series as the (samples, 1) arrays ``fit_trends`` takes."""
+    return ts[:, None], y[:, None], np.ones((len(ts), 1), bool)
+
+
 def test_prediction_probability_uses_the_prediction_interval() -> None:
     """The probability came from the confidence band of the mean (no ``1 +``)."""
     rng = np.random.default_rng(0)
     x = np.arange(20.0) - 20  # seconds before now
     y = 0.5 + 0.005 * x + rng.normal(0, 0.03, len(x))
-    fit = fit_trends(
-        x[:, None],
-        y[:, None],
-        np.ones((len(x), 1), bool),
-        now_s=0.0,
-        horizon_s=30.0,
-        threshold=0.8,
-        min_samples=3,
-        min_span_s=1.0,
-        noise_floor=0.0,
-    )
+    fit = fit_trends(*column(x, y), **fit_args(horizon_s=30.0, noise_floor=0.0))
     b, a = np.polyfit(x, y, 1)
     resid = y - (a + b * x)
     s = np.sqrt((resid**2).sum() / (len(x) - 2))
@@ -170,10 +178,8 @@ def test_recent_samples_weigh_more_so_a_fresh_surge_is_not_averaged_away(clock) 
     line; the recency-weighted fit follows the surge."""
     ts = np.arange(-600.0, 1.0, 10.0)
     y = np.where(ts > -40, 0.3 + 0.012 * (ts + 40), 0.3)
-    args = dict(
-        now_s=0.0, horizon_s=30.0, threshold=0.8, min_samples=3, min_span_s=1.0, noise_floor=0.02
-    )
-    cols = (ts[:, None], y[:, None], np.ones((len(ts), 1), bool))
+    args = fit_args(horizon_s=30.0)
+    cols = column(ts, y)
     flat = fit_trends(*cols, **args)
     recent = fit_trends(*cols, **args, half_life_s=30.0, damping_s=30.0)
     assert recent.slope_per_s[0] > 10 * flat.slope_per_s[0]
@@ -187,17 +193,7 @@ def test_a_wandering_series_gets_a_wider_spread_than_a_noisy_flat_one() -> None:
     walk = 0.6 + np.cumsum(rng.normal(0, 0.02, len(ts)))
     walk += 0.6 - walk[-1]  # both end at 0.6
     flat = 0.6 + rng.normal(0, 0.02, len(ts))
-    args = dict(
-        now_s=0.0,
-        horizon_s=60.0,
-        threshold=0.75,
-        min_samples=3,
-        min_span_s=1.0,
-        noise_floor=0.02,
-        half_life_s=30.0,
-        damping_s=30.0,
-    )
-    mask = np.ones((len(ts), 1), bool)
-    p_walk = fit_trends(ts[:, None], walk[:, None], mask, **args).probability[0]
-    p_flat = fit_trends(ts[:, None], flat[:, None], mask, **args).probability[0]
+    args = fit_args(threshold=0.75, half_life_s=30.0, damping_s=30.0)
+    p_walk = fit_trends(*column(ts, walk), **args).probability[0]
+    p_flat = fit_trends(*column(ts, flat), **args).probability[0]
     assert p_flat < 1e-4 < 0.01 < p_walk
