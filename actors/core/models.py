@@ -12,7 +12,7 @@ import math
 import re
 from datetime import datetime
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
@@ -29,6 +29,21 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from actors.core.results import (  # noqa: F401 - re-exported: the public names stay here
+    STRATEGIES,
+    AgentScore,
+    AgentView,
+    CompleteResult,
+    IngestResult,
+    LiveSignal,
+    OverloadPrediction,
+    RejectedItem,
+    ScoresResult,
+    SelectedAgent,
+    SelectResult,
+    Strategy,
+)
 
 # No "/": every id must be one URL path segment (``/v1/agents/{agent_id}``).
 AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
@@ -236,8 +251,6 @@ DEFAULT_WEIGHTS = Weights(
     load=0.25, capacity=0.25, quality=0.20, cost=0.15, latency=0.0, availability=0.15
 )
 
-Strategy = Literal["balanced", "best", "p2c", "weighted"]
-STRATEGIES: tuple[str, ...] = ("balanced", "best", "p2c", "weighted")
 MAX_LABELS = 32
 LabelKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
 LabelValue = Annotated[str, StringConstraints(strict=True, max_length=256)]
@@ -299,71 +312,6 @@ class ScoresRequest(BaseModel):
     weights: Weights | None = None
 
 
-class AgentScore(BaseModel):
-    score: float
-    scores: dict[str, float]
-    known: bool
-
-
-class SelectedAgent(AgentScore):
-    agent_id: str
-    assignment_id: str | None = Field(
-        None, description="the in-flight task recorded on this agent; pass it to complete"
-    )
-
-
-class SelectResult(BaseModel):
-    selected: list[SelectedAgent]
-    considered: int
-    shards_answered: int = 1
-    shards_total: int = 1
-    degraded: bool = False
-    strategy: Strategy = "balanced"
-
-
-class ScoresResult(BaseModel):
-    scores: dict[str, AgentScore]
-    shards_answered: int = 1
-    shards_total: int = 1
-    degraded: bool = False
-
-
-class RejectedItem(BaseModel):
-    index: int
-    error: str
-    field: str | None = None
-
-
-class IngestResult(BaseModel):
-    accepted: int
-    rejected: list[RejectedItem] = Field(default_factory=list)
-
-
-class LiveSignal(BaseModel):
-    value: float
-    confidence: float
-    timestamp: float
-    age_s: float
-    expires_in_s: float
-    weight: float
-
-
-class AgentView(BaseModel):
-    agent_id: str
-    signals: dict[str, LiveSignal]
-    scores: dict[str, float]
-    score: float
-    history_length: int
-    in_flight: int = Field(0, description="open assignments")
-    estimated_load: float | None = Field(
-        None, description="last reported LOAD + assigned since - completed since"
-    )
-    load_per_task: float = Field(description="1/max_concurrency, declared or learned")
-    service_time_s: float | None = Field(None, description="learned time per task")
-    max_concurrency: int | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
 class DescribeRequest(BaseModel):
     """``PUT /v1/agents/{agent_id}``: metadata without a TTL. Omitted fields are kept."""
 
@@ -392,26 +340,6 @@ class CompleteRequest(BaseModel):
     )
     ok: bool = True
     duration_s: float | None = Field(None, ge=0.0, le=86_400.0, allow_inf_nan=False)
-
-
-class CompleteResult(BaseModel):
-    released: bool
-    assignment_id: str | None = None
-
-
-class OverloadPrediction(BaseModel):
-    agent_id: str
-    status: Literal["ok", "insufficient_data"]
-    will_overload: bool | None
-    probability: float | None = Field(None, description="P(load > threshold at now+horizon)")
-    predicted_load: float | None = Field(None, description="fit at now+horizon, bounded to [0,1]")
-    current_load: float | None
-    slope_per_s: float | None
-    samples: int
-    span_s: float
-    horizon_s: float
-    threshold: float
-    reason: str | None = None
 
 
 class PredictParams(BaseModel):

@@ -44,14 +44,11 @@ from actors.core.models import (
     Weights,
     check_agent_id,
 )
+from actors.core.overloads import OverloadScan
 from actors.core.prediction import Predictor
 from actors.core.selection import Scorer, partial_select
 from actors.core.signals import LiveSignals
 from actors.core.table import AgentTable
-
-_OVERLOAD_CHUNK_ROWS = 65_536
-# Rows fitted between two turns of a host's event loop in a paged scan: a few ms of work.
-_PAGE_CHUNK_ROWS = 4096
 
 
 class ShardState:
@@ -81,6 +78,7 @@ class ShardState:
         self.scorer = Scorer(self.table, self.signals, self.inflight, self.labels)
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = MetricsSnapshot()
+        self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, cols: SignalColumns) -> IngestResult:
@@ -291,65 +289,20 @@ class ShardState:
 
     def overloads(self, params: PredictParams | None = None) -> list[OverloadPrediction]:
         """Every agent whose probability of overload is at least ``min_probability``."""
-        params = params or PredictParams()
-        out: list[OverloadPrediction] = []
-        start: int | None = 0
-        while start is not None:
-            page, start = self.overloads_chunk(params, start, _OVERLOAD_CHUNK_ROWS)
-            out += page
-        out.sort(key=lambda p: -(p.probability or 0.0))
-        return out
+        return self.scan.everything(params or PredictParams(), self._clock)
 
     def overloads_page(
         self, params: PredictParams, start_row: int, limit: int, budget_s: float
     ) -> tuple[list[OverloadPrediction], int | None]:
-        """Up to ``limit`` overloads from ``start_row``, within ``budget_s`` of work; and
-        the row to resume from (None: done). ``page_steps`` is the same, step by step."""
-        out: tuple[list[OverloadPrediction], int | None] = ([], start_row)
-        for step in self.page_steps(params, start_row, limit, budget_s):
-            out = step
-        return out
+        """Up to ``limit`` overloads from ``start_row`` within ``budget_s`` of work, and the
+        row to resume from (None: done)."""
+        return self.scan.page(params, start_row, limit, budget_s, self._clock)
 
     def page_steps(
         self, params: PredictParams, start_row: int, limit: int, budget_s: float
     ) -> Iterator[tuple[list[OverloadPrediction], int | None]]:
-        """Yields (found so far, resume row) after each chunk of rows, so an async host
-        can give the event loop a turn in between."""
-        deadline = time.monotonic() + budget_s
-        found: list[OverloadPrediction] = []
-        row: int | None = start_row
-        while row is not None and len(found) < limit:
-            page, row = self.overloads_chunk(params, row, _PAGE_CHUNK_ROWS, limit - len(found))
-            found += page
-            yield found, row
-            if time.monotonic() >= deadline:
-                return
-
-    def overloads_chunk(
-        self, params: PredictParams, start_row: int, rows: int, limit: int | None = None
-    ) -> tuple[list[OverloadPrediction], int | None]:
-        """Predicted overloads among ``rows`` rows from ``start_row``: at most ``limit``, and
-        the row to resume from (None at the end). Bounded work per call, so a caller can
-        yield between chunks; rows move when agents are removed, so a scan in pages is not
-        a snapshot."""
-        now = self._clock()
-        n = self.table.n
-        if start_row >= n:
-            return [], None
-        block = np.arange(start_row, min(start_row + rows, n))
-        fit = self.predictor.fit(block, now, params, self.inflight.deltas(block, now))
-        hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
-        resume: int | None = int(block[-1]) + 1 if block[-1] + 1 < n else None
-        if limit is not None and len(hits) > limit:
-            hits = hits[:limit]
-            resume = int(block[hits[-1]]) + 1
-        out = []
-        for j in hits.tolist():
-            r = int(block[j])
-            p = self.predictor.prediction(self.table.ids[r], r, fit, j, now, params)
-            self.metrics.record_prediction(p.will_overload)
-            out.append(p)
-        return out, resume
+        """``overloads_page`` chunk by chunk, for a host that yields in between."""
+        return self.scan.steps(params, start_row, limit, budget_s, self._clock)
 
     # ------------------------------------------------------------------ upkeep
     def sweep(self) -> dict[str, int]:

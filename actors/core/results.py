@@ -1,0 +1,99 @@
+"""What the core answers: results and views (the requests are in ``models``).
+
+Split from ``models`` to keep each module readable; ``models`` re-exports these names, so
+``from actors.core.models import SelectResult`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Strategy = Literal["balanced", "best", "p2c", "weighted"]
+STRATEGIES: tuple[str, ...] = ("balanced", "best", "p2c", "weighted")
+
+
+class AgentScore(BaseModel):
+    score: float
+    scores: dict[str, float]
+    known: bool
+
+
+class SelectedAgent(AgentScore):
+    agent_id: str
+    assignment_id: str | None = Field(
+        None, description="the in-flight task recorded on this agent; pass it to complete"
+    )
+
+
+class SelectResult(BaseModel):
+    selected: list[SelectedAgent]
+    considered: int
+    shards_answered: int = 1
+    shards_total: int = 1
+    degraded: bool = False
+    strategy: Strategy = "balanced"
+
+
+class ScoresResult(BaseModel):
+    scores: dict[str, AgentScore]
+    shards_answered: int = 1
+    shards_total: int = 1
+    degraded: bool = False
+
+
+class RejectedItem(BaseModel):
+    index: int
+    error: str
+    field: str | None = None
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    rejected: list[RejectedItem] = Field(default_factory=list)
+
+
+class LiveSignal(BaseModel):
+    value: float
+    confidence: float
+    timestamp: float
+    age_s: float
+    expires_in_s: float
+    weight: float
+
+
+class AgentView(BaseModel):
+    agent_id: str
+    signals: dict[str, LiveSignal]
+    scores: dict[str, float]
+    score: float
+    history_length: int
+    in_flight: int = Field(0, description="open assignments")
+    estimated_load: float | None = Field(
+        None, description="last reported LOAD + assigned since - completed since"
+    )
+    load_per_task: float = Field(description="1/max_concurrency, declared or learned")
+    service_time_s: float | None = Field(None, description="learned time per task")
+    max_concurrency: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class CompleteResult(BaseModel):
+    released: bool
+    assignment_id: str | None = None
+
+
+class OverloadPrediction(BaseModel):
+    agent_id: str
+    status: Literal["ok", "insufficient_data"]
+    will_overload: bool | None
+    probability: float | None = Field(None, description="P(load > threshold at now+horizon)")
+    predicted_load: float | None = Field(None, description="fit at now+horizon, bounded to [0,1]")
+    current_load: float | None
+    slope_per_s: float | None
+    samples: int
+    span_s: float
+    horizon_s: float
+    threshold: float
+    reason: str | None = None
