@@ -6,10 +6,13 @@ are coalesced with ``@serve.batch`` into one batched shard call.
 """
 
 import logging
-from typing import Annotated, Any
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
@@ -19,7 +22,6 @@ from actors.core.columns import columns_from_dicts
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput, NotFound, RippleError, Unavailable
 from actors.core.models import (
-    AGENT_ID_PATTERN,
     MAX_SIGNALS_PER_BATCH,
     AgentView,
     CompleteRequest,
@@ -33,16 +35,27 @@ from actors.core.models import (
     ScoresResult,
     SelectRequest,
     SelectResult,
-    Signal,
     SignalBody,
 )
 from serve import errors
 from serve.auth import Principal, Role, authenticate, require
 from serve.errors import RETRY_AFTER_S, ErrorBody, documented
 from serve.metrics import render_metrics
+from serve.openapi import (
+    AGENT_READ,
+    AUTH,
+    INGEST,
+    READ,
+    SIGNALS_BODY,
+    WRITE,
+    AgentPath,
+    IngestBody,
+)
 
 log = logging.getLogger(__name__)
 FORBIDDEN_ITEM = "forbidden: not one of the token's agents"
+RECENT_SELECTIONS = 50
+UI_PAGE = (Path(__file__).parent / "static" / "ui.html").read_text()
 _limit = {"max_body_bytes": ServiceConfig().http.max_body_bytes}  # set by the replica
 
 
@@ -62,12 +75,6 @@ app = FastAPI(
 )
 errors.install(app, lambda: _limit["max_body_bytes"])
 
-# What each route can answer besides success (the OpenAPI document lists them all).
-_AUTH = (401, 403)
-_READ = documented(*_AUTH, 422, 500, 503)
-_AGENT_READ = documented(*_AUTH, 404, 422, 500, 503)
-_WRITE = documented(400, *_AUTH, 413, 422, 500, 503)
-
 
 def _json(model: BaseModel) -> Response:
     """Serialise a result built by the core directly: the ``response_model`` documents it,
@@ -86,53 +93,6 @@ def _ingest_response(result: IngestResult, forbidden_only: bool = False) -> JSON
     return JSONResponse(body, status_code=status)
 
 
-class IngestBody(BaseModel):
-    accepted: int
-    rejected: list[RejectedItem]
-
-
-# An ingest route answers per-item results (IngestBody) or an error of the whole call.
-_INGEST = {
-    207: {"model": IngestBody, "description": "Some items rejected; the valid ones applied"},
-    **documented(400, 401, 413, 500, 503),
-    422: {
-        "model": IngestBody | ErrorBody,
-        "description": "No item accepted (each names its field), or a malformed body",
-    },
-    403: {
-        "model": IngestBody | ErrorBody,
-        "description": "Every rejected item was forbidden, or the role may not write",
-    },
-}
-AgentPath = Annotated[
-    str, Path(pattern=AGENT_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")
-]
-# The batch route reads its body itself (items are validated one by one, not by
-# FastAPI), so its request schema is declared here for the OpenAPI document.
-_SIGNALS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["signals"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "signals": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": MAX_SIGNALS_PER_BATCH,
-                            "items": Signal.model_json_schema(),
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 @serve.ingress(app)
 class RippleIngress:
@@ -144,6 +104,7 @@ class RippleIngress:
         http = self.config.http
         _limit["max_body_bytes"] = http.max_body_bytes
         self.secret = self.config.resolved_auth_secret()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SELECTIONS)
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
         # `serve run` / `serve deploy`, so every way of starting gives the same service.
         deploy_actors(self.config)
@@ -158,7 +119,12 @@ class RippleIngress:
         return principal
 
     # ------------------------------------------------------------------ signals
-    @app.post("/v1/signals", summary="Register a batch of signals (1-10,000)", responses=_INGEST)
+    @app.post(
+        "/v1/signals",
+        summary="Register a batch of signals (1-10,000)",
+        responses=INGEST,
+        openapi_extra=SIGNALS_BODY,
+    )
     async def post_signals(self, request: Request) -> JSONResponse:
         principal = self._caller(request, "agent")
         raw = await request.body()
@@ -242,7 +208,7 @@ class RippleIngress:
         "/v1/agents/{agent_id}/signals",
         summary="Register one signal (coalesced into batches)",
         responses={
-            **_WRITE,
+            **WRITE,
             422: {"model": IngestBody | ErrorBody, "description": "Rejected, or malformed"},
         },
     )
@@ -262,19 +228,39 @@ class RippleIngress:
         "/v1/select",
         response_model=SelectResult,
         summary="Choose the best agent(s)",
-        responses=_WRITE,
+        responses=WRITE,
     )
     async def select(self, request: Request, req: SelectRequest) -> Response:
         self._caller(request, "router")
-        return _json(await self.client.select_request(req))
+        result = await self.client.select_request(req)
+        if req.assign:  # the status page's own read-only selections are not news
+            self.recent.appendleft(
+                {
+                    "at": time.time(),
+                    "strategy": result.strategy,
+                    "picked": [s.agent_id for s in result.selected],
+                    "best_score": result.selected[0].score if result.selected else None,
+                    "degraded": result.degraded,
+                }
+            )
+        return _json(result)
 
-    @app.post("/v1/scores", response_model=ScoresResult, responses=_WRITE)
+    @app.get(
+        "/v1/recent",
+        summary="The latest assigning selections made through this replica (status page)",
+        responses=documented(*AUTH, 500),
+    )
+    async def recent_selections(self, request: Request) -> dict[str, Any]:
+        self._caller(request, "router")
+        return {"selections": list(self.recent)}
+
+    @app.post("/v1/scores", response_model=ScoresResult, responses=WRITE)
     async def scores(self, request: Request, req: ScoresRequest) -> Response:
         self._caller(request, "router")
         return _json(await self.client.scores_request(req))
 
     # ------------------------------------------------------------------ agents
-    @app.get("/v1/agents/{agent_id}", response_model=AgentView, responses=_AGENT_READ)
+    @app.get("/v1/agents/{agent_id}", response_model=AgentView, responses=AGENT_READ)
     async def agent(self, request: Request, agent_id: AgentPath) -> AgentView:
         self._caller(request, "router")
         return await self.client.agent(agent_id)
@@ -283,7 +269,7 @@ class RippleIngress:
         "/v1/agents/{agent_id}",
         response_model=AgentView,
         summary="Set agent metadata",
-        responses=_WRITE,
+        responses=WRITE,
     )
     async def describe(
         self, request: Request, agent_id: AgentPath, body: DescribeRequest
@@ -297,7 +283,7 @@ class RippleIngress:
         "/v1/agents/{agent_id}/complete",
         response_model=CompleteResult,
         summary="Report that an assigned task ended",
-        responses=_WRITE,
+        responses=WRITE,
     )
     async def complete(
         self, request: Request, agent_id: AgentPath, body: CompleteRequest
@@ -307,7 +293,7 @@ class RippleIngress:
             agent_id, body.assignment_id, ok=body.ok, duration_s=body.duration_s
         )
 
-    @app.delete("/v1/agents/{agent_id}", status_code=204, responses=_AGENT_READ)
+    @app.delete("/v1/agents/{agent_id}", status_code=204, responses=AGENT_READ)
     async def delete(self, request: Request, agent_id: AgentPath) -> Response:
         self._caller(request)
         if not await self.client.delete(agent_id):
@@ -320,7 +306,7 @@ class RippleIngress:
     @app.get(
         "/v1/agents/{agent_id}/overload",
         response_model=OverloadPrediction,
-        responses=_AGENT_READ,
+        responses=AGENT_READ,
     )
     async def overload(
         self,
@@ -334,7 +320,7 @@ class RippleIngress:
             agent_id, horizon_s=horizon_s, threshold=threshold
         )
 
-    @app.get("/v1/overloads", responses=_READ)
+    @app.get("/v1/overloads", responses=READ)
     async def overloads(
         self,
         request: Request,
@@ -355,17 +341,23 @@ class RippleIngress:
         return out
 
     # ------------------------------------------------------------------ operations
-    @app.get("/v1/stats", responses=documented(*_AUTH, 500, 503))
+    @app.get("/v1/stats", responses=documented(*AUTH, 500, 503))
     async def stats(self, request: Request) -> dict[str, Any]:
         self._caller(request)
         return await self.client.stats()
 
-    @app.get("/metrics", response_class=PlainTextResponse, responses=documented(*_AUTH, 500, 503))
+    @app.get("/metrics", response_class=PlainTextResponse, responses=documented(*AUTH, 500, 503))
     async def metrics(self, request: Request) -> Response:
         if self.config.metrics_require_admin:
             self._caller(request)
         body, content_type = render_metrics(await self.client.metrics_snapshot())
         return Response(body, media_type=content_type)
+
+    @app.get("/ui", response_class=HTMLResponse, responses=documented(500))
+    async def ui(self) -> HTMLResponse:
+        """The status page: one self-contained HTML file (no CDN, no build step) that
+        reads the JSON API with the token typed into it; the page itself holds no data."""
+        return HTMLResponse(UI_PAGE)
 
     @app.get("/healthz", responses=documented(500))
     async def healthz(self) -> dict[str, str]:

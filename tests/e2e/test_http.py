@@ -139,6 +139,18 @@ def test_every_error_uses_one_body_with_a_request_id(http) -> None:
             assert "Traceback" not in r.text
 
 
+def test_status_page_and_recent_selections(http) -> None:
+    page = http.get("/ui")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # Self-contained: no external script, style or font is loaded.
+    assert "<script>" in page.text and "<script src" not in page.text
+    assert "<link" not in page.text and "@import" not in page.text and "https://" not in page.text
+    http.post("/v1/signals", json={"signals": [sig("ui-1", "LOAD", 0.1)]})
+    picked = http.post("/v1/select", json={"candidates": ["ui-1"]}).json()
+    recent = http.get("/v1/recent").json()["selections"]
+    assert recent[0]["picked"] == [s["agent_id"] for s in picked["selected"]] == ["ui-1"]
+
+
 def test_single_signal_posts_are_applied(http) -> None:
     for i in range(5):
         r = http.post(f"/v1/agents/one-{i}/signals", json={"signal_type": "COST", "value": i / 10})
@@ -156,7 +168,8 @@ def test_custom_weights_change_the_winner_and_scores_route(http) -> None:
                 sig("w-idle", "LOAD", 0.0),
                 sig("w-idle", "QUALITY", 0.1),
                 sig("w-great", "LOAD", 0.9),
-                sig("w-great", "QUALITY", 1.0),
+                # A long TTL: the exact score below must not depend on how slow the run is.
+                sig("w-great", "QUALITY", 1.0, ttl_s=3600),
             ]
         },
     )

@@ -1,0 +1,90 @@
+"""The status page in a real browser (slow; needs Debian's chromium):
+
+    apt-get install -y chromium && python -m pytest -m slow tests/e2e/test_ui_browser.py
+
+It starts `ripple up --demo` (its own Ray, on loopback), opens /ui in headless Chromium,
+and saves the screenshot the README shows (docs/ui.png)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOT = ROOT / "docs" / "ui.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_status_page_renders_the_fleet_in_chromium(tmp_path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("needs Debian's chromium (apt-get install -y chromium)")
+    port = free_port()
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "serve.cli",
+            "up",
+            "--port",
+            str(port),
+            "--demo",
+            "--demo-seconds",
+            "120",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        time.sleep(12)  # a few demo ticks: signals, selections, a trend
+        out = tmp_path / "ui.png"
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--window-size=1400,1000",
+                "--virtual-time-budget=6000",
+                f"--screenshot={out}",
+                f"{url}/ui",
+            ],
+            check=True,
+            timeout=90,
+            capture_output=True,
+        )
+        assert out.stat().st_size > 20_000  # a rendered page, not a blank one
+        SHOT.parent.mkdir(exist_ok=True)
+        shutil.copy(out, SHOT)
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=60)
