@@ -22,12 +22,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from actors.core.flights import Assignment, Flight, Released
 from actors.core.models import LOAD_CODE
 from actors.core.table import AgentTable
 
@@ -41,33 +40,6 @@ _MIN_DRAIN_SPAN_S = 0.2
 _MIN_TASK_S = 0.05
 _SERVICE_STRETCH = 3.0
 _UNIT_BOUNDS = (1e-4, 1.0)
-
-
-@dataclass(slots=True)
-class Assignment:
-    made_at_s: float
-    expires_at_s: float
-
-
-@dataclass
-class Flight:
-    """One agent's open assignments and its reconciliation state."""
-
-    open: OrderedDict[str, Assignment] = field(default_factory=OrderedDict)
-    report_ts: float = -math.inf  # measurement time of the last LOAD report
-    report_value: float = math.nan
-    completed_since: int = 0  # absorbed tasks reported finished since that report
-    # Every task assigned, and every one reported done, since that report: the net
-    # change that LOAD's move is regressed on to learn the load per task.
-    assigned_since: int = 0
-    done_since: int = 0
-    reports_completions: bool = False
-
-
-@dataclass
-class Released:
-    released: bool
-    assignment_id: str | None = None
 
 
 class InFlight:

@@ -3,7 +3,6 @@ role, forged cross-agent writes, expired and forged tokens."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +10,8 @@ import httpx
 import pytest
 
 from serve.auth import issue_token
+
+from .helpers import free_port
 
 SECRET = "an-e2e-secret-that-is-long-enough-0123456789"
 ROLES = ("admin", "router", "agent", None)
@@ -34,12 +35,6 @@ ROUTES: list[tuple[str, str, Any, set[str | None]]] = [
     ("GET", "/healthz", None, {"admin", "router", "agent", None}),
     ("GET", "/readyz", None, {"admin", "router", "agent", None}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

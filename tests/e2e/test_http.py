@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.cluster.deployment import SHARD_NAME
 from serve.http_client import RippleHTTPClient
+
+from .helpers import free_port, wait_ready
 
 METRIC_NAMES = {
     "coordination_signals",
@@ -31,12 +32,6 @@ METRIC_NAMES = {
     "coordination_shard_agents",
     "coordination_selections_degraded",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -353,17 +348,7 @@ def test_ripple_up_as_a_subprocess() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                ready = False
-            if ready:
-                break
-            time.sleep(1)
-        assert ready, "ripple up did not become ready"
+        assert wait_ready(url, 180, proc), "ripple up did not become ready"
         r = httpx.post(url + "/v1/select", json={"k": 1}, timeout=10)
         assert r.status_code == 200 and r.json()["selected"] == []
         status = subprocess.run(

@@ -10,23 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from .helpers import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOT = ROOT / "docs" / "ui.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -56,14 +50,7 @@ def test_status_page_renders_the_fleet_in_chromium(tmp_path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+        assert wait_ready(url, 120, up), "ripple up --demo did not become ready"
         time.sleep(12)  # a few demo ticks: signals, selections, a trend
         out = tmp_path / "ui.png"
         subprocess.run(
