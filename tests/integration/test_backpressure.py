@@ -4,6 +4,8 @@ every write with an acknowledgement or a retryable error, and its queue stays bo
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 import actors
 from actors.client import connect_async
+from actors.cluster.deployment import SHARD_NAME
 from actors.core.config import ServiceConfig, ShardConfig
 from actors.core.errors import Unavailable
 
@@ -27,13 +30,19 @@ def deployed(ray_session, namespace) -> Iterator[str]:
             namespace=namespace,
             num_shards=1,
             shard=ShardConfig(max_queued_signals=BOUND, sweep_interval_s=60),
+            shard_deadline_s=30.0,  # the frozen second must not read as an outage
         )
     )
     yield namespace
     actors.teardown(namespace)
 
 
-def test_overload_is_refused_retryably_and_nothing_is_lost(deployed) -> None:
+def test_overload_is_refused_retryably_and_nothing_is_lost(deployed, ray_session) -> None:
+    """The shard is frozen (SIGSTOP) while the burst is sent, so the burst certainly
+    arrives faster than it can be absorbed, then thawed to face it all at once."""
+    shard = ray_session.get_actor(SHARD_NAME.format(index=0), namespace=deployed)
+    pid = ray_session.get(shard.ping.remote())["pid"]
+
     async def drive() -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
         client = connect_async(namespace=deployed)
         ids = [f"bp-{i}" for i in range(BATCH)]
@@ -46,7 +55,13 @@ def test_overload_is_refused_retryably_and_nothing_is_lost(deployed) -> None:
             except Unavailable as exc:
                 return exc
 
-        results = await asyncio.gather(*(one(k) for k in range(CALLS)))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            burst = asyncio.gather(*(one(k) for k in range(CALLS)))
+            await asyncio.sleep(1.0)  # every call is sent and waits at the frozen shard
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        results = await burst
         return list(results), await client.stats(), await client.metrics_snapshot()
 
     results, stats, metrics = asyncio.run(drive())
