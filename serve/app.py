@@ -150,7 +150,8 @@ class RippleIngress:
         ]
         if not forbidden:
             return _ingest_response(await self.client.register_columns(columns_from_dicts(items)))
-        allowed = [i for i in range(len(items)) if i not in set(forbidden)]
+        refused = set(forbidden)
+        allowed = [i for i in range(len(items)) if i not in refused]
         result = IngestResult.model_construct(accepted=0, rejected=[])
         if allowed:
             result = await self.client.register_columns(
