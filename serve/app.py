@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from actors.client import AsyncRippleClient, connect_async
+from actors.client.buffer import partial_failure
 from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
 from actors.core.config import ServiceConfig
@@ -177,23 +178,18 @@ class RippleIngress:
         except Unavailable as exc:
             # Only the items of the shards that did not answer failed; the others were
             # applied, and their callers must hear so (a retry would duplicate them).
-            failed = {
-                int(d["field"].split(".")[1]): d["reason"]
-                for d in exc.details
-                if not str(d.get("reason", "")).startswith("rejected")
-            }
-            rejected = {
-                int(d["field"].split(".")[1]): d["reason"]
-                for d in exc.details
-                if str(d.get("reason", "")).startswith("rejected")
-            }
+            told = partial_failure(exc, len(items))
+            failed, rejected = (
+                told if told is not None else (dict.fromkeys(range(len(items)), exc.message), [])
+            )
+            refused = {r["index"]: r["error"] for r in rejected}
             return [
                 Unavailable(exc.message, [{"field": "signal", "reason": failed[i]}])
                 if i in failed
                 else IngestResult(
-                    accepted=0, rejected=[RejectedItem(index=0, error=rejected[i], field=None)]
+                    accepted=0, rejected=[RejectedItem(index=0, error=refused[i], field=None)]
                 )
-                if i in rejected
+                if i in refused
                 else IngestResult(accepted=1)
                 for i in range(len(items))
             ]

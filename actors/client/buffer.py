@@ -32,11 +32,14 @@ def default_retryable(exc: BaseException) -> bool:
     return isinstance(exc, (Unavailable, ConnectionError, TimeoutError))
 
 
-def partial_failure(exc: BaseException, size: int) -> tuple[list[int], list[dict[str, Any]]] | None:
-    """What a partial failure says of a batch: positions not applied (to resend) and
-    items rejected (processed, not to resend); None when it does not say (resend all)."""
+def partial_failure(
+    exc: BaseException, size: int
+) -> tuple[dict[int, str], list[dict[str, Any]]] | None:
+    """What a partial failure (``merge_register``'s 503) says of a batch: the positions not
+    applied, with why (to resend), and the items rejected (processed, not to resend);
+    None when it does not say (then nothing is known to be applied)."""
     details = getattr(exc, "details", None) if isinstance(exc, RippleError) else None
-    again: list[int] = []
+    again: dict[int, str] = {}
     rejected: list[dict[str, Any]] = []
     for d in details or []:
         fld, reason = str(d.get("field", "")), str(d.get("reason", ""))
@@ -46,7 +49,7 @@ def partial_failure(exc: BaseException, size: int) -> tuple[list[int], list[dict
         if reason.startswith("rejected"):
             rejected.append({"index": int(idx), "error": reason})
         else:
-            again.append(int(idx))
+            again[int(idx)] = reason
     return (again, rejected) if again else None
 
 

@@ -161,9 +161,6 @@ class ShardState:
         )
         return result
 
-    def record_selection(self, strategy: str, ages_s: np.ndarray, took_s: float) -> None:
-        self.metrics.record_selection(strategy, ages_s, took_s)
-
     def assign(self, agent_ids: Sequence[str]) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state.
         Returns the assignment id of each agent assigned."""
@@ -257,13 +254,6 @@ class ShardState:
             labels=self.labels.get(agent_id),
             **self.inflight.view(agent_id, r, now),
         )
-
-    def estimated_load(self, agent_id: str) -> float | None:
-        """Last reported LOAD + the in-flight change since; None with no live report."""
-        now = self._clock()
-        r = self._row(agent_id)
-        reported = self.signals.value(LOAD_CODE, r, now)
-        return None if reported is None else reported + self.inflight.delta(agent_id, r, now)
 
     def delete(self, agent_id: str) -> bool:
         r = self.table.row(agent_id)
