@@ -17,6 +17,7 @@ BENCHMARKS = {
     "capacity": "load.capacity",
     "routing": "load.routing",
     "overload": "load.overload",
+    "serve-router": "load.serve_router",
 }
 
 

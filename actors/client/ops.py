@@ -37,7 +37,7 @@ from actors.core.models import (
     Weights,
     check_agent_id,
 )
-from actors.core.partition import partition
+from actors.core.partition import owners, partition
 
 T = TypeVar("T")
 Calls = dict[int, tuple[str, tuple[Any, ...]]]
@@ -181,6 +181,39 @@ class ClientOps:
             "complete", agent_id, req.assignment_id, req.ok, req.duration_s
         )
         return result
+
+    def report_tasks_op(
+        self,
+        assigned: Sequence[str] = (),
+        completed: Sequence[tuple[str, bool, float | None]] = (),
+    ) -> Op[dict[str, int]]:
+        """For routers that choose agents themselves: record the tasks they sent
+        (``assigned``, one id per task) and those that ended (``(agent_id, ok,
+        duration_s)``), in one call per owning shard rather than one per task."""
+        for a in assigned:
+            check_agent_id(a)
+        done = []
+        for a, ok, duration_s in completed:
+            check_agent_id(a)
+            req = CompleteRequest(ok=ok, duration_s=duration_s)
+            done.append((a, req.ok, req.duration_s))
+        by_shard: dict[int, tuple[list[str], list[tuple[str, bool, float | None]]]] = {}
+        for a, s in zip(
+            assigned, owners(assigned, self.num_shards, self._owner).tolist(), strict=True
+        ):
+            by_shard.setdefault(s, ([], []))[0].append(a)
+        ids = [a for a, _, _ in done]
+        for item, s in zip(done, owners(ids, self.num_shards, self._owner).tolist(), strict=True):
+            by_shard.setdefault(s, ([], []))[1].append(item)
+        got = yield self._shards, {s: ("report_tasks", parts) for s, parts in by_shard.items()}
+        # Soft state: a shard that missed this report is reconciled by the next LOAD
+        # signal, so the answer says how much was recorded rather than failing it all.
+        self._shards.all_ok(got)
+        return {
+            "assigned": sum(r["assigned"] for r in got.results.values()),
+            "released": sum(r["released"] for r in got.results.values()),
+            "shards_missed": len(got.failures),
+        }
 
     def describe_op(
         self,

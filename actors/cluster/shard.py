@@ -122,6 +122,11 @@ class ShardActor:
     async def assign(self, agent_ids: list[str]) -> dict[str, str]:
         return self.state.assign(agent_ids)
 
+    async def report_tasks(
+        self, assigned: list[str], completed: list[tuple[str, bool, float | None]]
+    ) -> dict[str, int]:
+        return self.state.report_tasks(assigned, completed)
+
     async def complete(
         self, agent_id: str, assignment_id: str | None, ok: bool, duration_s: float | None
     ) -> CompleteResult:

@@ -141,7 +141,7 @@ def _p2c_winners(
     return idx[merge_order(merged.scores[idx], merged.keys[idx])]
 
 
-def _balanced_picks(
+def balanced_picks(
     scores: np.ndarray, order: np.ndarray, k: int, tolerance: float, rng: np.random.Generator
 ) -> np.ndarray:
     """k picks, each uniformly at random among the remaining candidates whose score is
@@ -183,7 +183,7 @@ def merge_partials(
         if request.strategy == "best":
             idx = order[:k]
         elif request.strategy == "balanced":
-            idx = _balanced_picks(merged.scores, order, k, request.balanced_tolerance, rng)
+            idx = balanced_picks(merged.scores, order, k, request.balanced_tolerance, rng)
         else:  # weighted: sample k from the global top pool, proportional to score
             pool = order[: max(k, request.weighted_pool)]
             idx = pool[weighted_sample(merged.scores[pool], k, rng)]

@@ -174,6 +174,21 @@ class ShardState:
                     out[a] = aid
         return out
 
+    def report_tasks(
+        self, assigned: Sequence[str], completed: Sequence[tuple[str, bool, float | None]]
+    ) -> dict[str, int]:
+        """Tasks that a router outside Ripple placed and saw end (the Serve request router,
+        the LiteLLM strategy), in one call: each id in ``assigned`` opens a task on that
+        agent if it is known; each ``(agent_id, ok, duration_s)`` closes its oldest one."""
+        now = self._clock()
+        opened = 0
+        for a in assigned:
+            r = self.table.row(a)
+            if r is not None and self.inflight.assign(a, r, now) is not None:
+                opened += 1
+        released = sum(self.complete(a, None, ok, d).released for a, ok, d in completed)
+        return {"assigned": opened, "released": released}
+
     def complete(
         self,
         agent_id: str,

@@ -231,3 +231,17 @@ def test_an_agent_idle_at_every_report_still_learns_that_it_drains_fast(clock) -
         state.assign(["fast"])
     clock.advance(2.0)
     assert state.agent("fast").estimated_load == pytest.approx(0.0, abs=1e-9)
+
+
+def test_report_tasks_opens_and_closes_tasks_placed_outside_ripple(state, clock) -> None:
+    state.ingest_dicts([sig("a", "LOAD", 0.2), sig("b", "LOAD", 0.2)])
+    clock.advance(1)
+    out = state.report_tasks(["a", "a", "b", "ghost"], [])
+    assert out == {"assigned": 3, "released": 0}  # the unknown agent gets no state
+    assert "ghost" not in state
+    assert state.agent("a").in_flight == 2
+    assert state.agent("a").estimated_load == pytest.approx(0.4)
+    out = state.report_tasks([], [("a", True, 0.5), ("b", False, None), ("ghost", True, 1.0)])
+    assert out == {"assigned": 0, "released": 2}
+    assert state.agent("a").in_flight == 1 and state.agent("b").in_flight == 0
+    assert state.metrics.completed_total == {"ok": 1, "failed": 1}  # not the ghost's

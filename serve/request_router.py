@@ -1,0 +1,228 @@
+"""Ripple as a Ray Serve request router: each replica of a deployment is a Ripple agent.
+
+    from ray.serve.config import RequestRouterConfig
+
+    @serve.deployment(
+        num_replicas=3,
+        request_router_config=RequestRouterConfig(
+            request_router_class="serve.request_router:RippleRequestRouter",
+            request_router_kwargs={"namespace": "ripple"},
+        ),
+    )
+
+How it maps onto Ripple:
+- a replica is the agent ``serve:<app>:<deployment>:<replica>``, described with
+  ``max_concurrency = max_ongoing_requests``;
+- every ``refresh_interval_s`` a background task reports, for each replica, LOAD (the
+  requests this router has in flight there over ``max_ongoing_requests``) and LATENCY (the
+  replica's mean time per request, relative to the slowest replica), records the requests
+  sent and finished since the last refresh as Ripple assignments and completions (one call
+  per shard, ``report_tasks``), and fetches every replica's score;
+- ``choose_replicas`` never waits on Ripple: it ranks the candidates by the cached score
+  less the load of the requests this router sent since that score was computed, and picks
+  like Ripple's ``balanced`` strategy (at random among the replicas within
+  ``tolerance`` of the best; the rest follow in score order);
+- while Ripple cannot be reached (no score yet, or none newer than ``stale_after_s``), or a
+  candidate has no score yet, it routes like Serve's default power-of-two router.
+
+Several Serve routers (one per proxy and per handle owner) each report their own LOAD for a
+replica; the last report wins, and each router corrects it with its own sends between
+refreshes. With one router per deployment (the common handle case) LOAD is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
+from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
+
+from actors.client.clients import AsyncRippleClient, connect_async
+from actors.core.merge import balanced_picks
+from actors.core.models import Weights
+
+log = logging.getLogger(__name__)
+
+# Requests whose completion never arrives (a retry that re-chose, a lost callback) are
+# forgotten oldest first beyond this many, so the start-time map cannot grow without end.
+MAX_TRACKED_REQUESTS = 100_000
+# Weight of the newest observation in a replica's mean latency.
+LATENCY_EWMA_ALPHA = 0.2
+
+
+class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
+    """Ranks replicas with Ripple's scores, refreshed in the background."""
+
+    def initialize_state(
+        self,
+        namespace: str = "ripple",
+        refresh_interval_s: float = 0.2,
+        stale_after_s: float = 2.0,
+        weights: dict[str, float] | None = None,
+        tolerance: float = 0.02,
+        seed: int | None = None,
+        **_: Any,
+    ) -> None:
+        self.namespace = namespace
+        self.refresh_interval_s = refresh_interval_s
+        self.stale_after_s = stale_after_s
+        # Load first; latency so a replica that is slow per request is sent less even
+        # when its queue is as short as a fast one's.
+        self.weights = Weights.model_validate(weights or {"load": 0.7, "latency": 0.3})
+        self.load_weight = float(self.weights.vector()[0])
+        self.tolerance = tolerance
+        self.rng = np.random.default_rng(seed)
+        self.client: AsyncRippleClient | None = None
+        self.inflight: dict[ReplicaID, int] = defaultdict(int)
+        self.latency_s: dict[ReplicaID, float] = {}
+        self.started: dict[str, float] = {}
+        self.assigned: list[str] = []
+        self.completed: list[tuple[str, bool, float | None]] = []
+        self.described: set[ReplicaID] = set()
+        self.scores: dict[ReplicaID, float] = {}
+        self.inflight_at_score: dict[ReplicaID, int] = {}
+        self.scored_at = -float("inf")
+        self.refresher: asyncio.Task[None] | None = None
+        self.last_error_logged = -float("inf")
+        self.routed_by_ripple = 0
+        self.routed_by_fallback = 0
+
+    # ------------------------------------------------------------------ identity
+    def agent_id(self, replica_id: ReplicaID) -> str:
+        dep = replica_id.deployment_id
+        return f"serve:{dep.app_name or 'default'}:{dep.name}:{replica_id.unique_id}"
+
+    # ------------------------------------------------------------------ routing
+    async def choose_replicas(
+        self,
+        candidate_replicas: list[RunningReplica],
+        pending_request: PendingRequest | None = None,
+    ) -> list[list[RunningReplica]]:
+        self._ensure_refresher()
+        if pending_request is not None:
+            self._track_start(pending_request.metadata.internal_request_id)
+        fresh = time.monotonic() - self.scored_at < self.stale_after_s
+        multiplexed = pending_request is not None and pending_request.metadata.multiplexed_model_id
+        if not fresh or multiplexed or not candidate_replicas:
+            self.routed_by_fallback += 1
+            return await super().choose_replicas(candidate_replicas, pending_request)
+        now_scores = []
+        for r in candidate_replicas:
+            rid = r.replica_id
+            cached = self.scores.get(rid)
+            if cached is None:  # a replica newer than the last refresh
+                self.routed_by_fallback += 1
+                return await super().choose_replicas(candidate_replicas, pending_request)
+            sent_since = self.inflight[rid] - self.inflight_at_score.get(rid, 0)
+            now_scores.append(cached - self.load_weight * sent_since / r.max_ongoing_requests)
+        scores = np.array(now_scores)
+        order = np.lexsort((self.rng.random(len(scores)), -scores))
+        picks = balanced_picks(scores, order, len(scores), self.tolerance, self.rng)
+        self.routed_by_ripple += 1
+        # One replica per rank: Serve tries them in turn when the first one is full.
+        return [[candidate_replicas[i]] for i in picks.tolist()]
+
+    def on_send_request(self, replica_id: ReplicaID) -> None:
+        super().on_send_request(replica_id)
+        self.inflight[replica_id] += 1
+        self.assigned.append(self.agent_id(replica_id))
+
+    def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
+        super().on_request_completed(replica_id, internal_request_id)
+        if self.inflight[replica_id] > 0:
+            self.inflight[replica_id] -= 1
+        t0 = self.started.pop(internal_request_id, None)
+        took_s = None if t0 is None else time.monotonic() - t0
+        if took_s is not None:
+            old = self.latency_s.get(replica_id)
+            self.latency_s[replica_id] = (
+                took_s if old is None else old + LATENCY_EWMA_ALPHA * (took_s - old)
+            )
+        self.completed.append((self.agent_id(replica_id), True, took_s))
+
+    def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
+        super().on_replica_actor_died(replica_id)
+        self.scores.pop(replica_id, None)
+        self.inflight.pop(replica_id, None)
+        self.latency_s.pop(replica_id, None)
+
+    def _track_start(self, request_id: str) -> None:
+        # Re-chosen on a retry: the clock restarts, as the replica sees it.
+        self.started.pop(request_id, None)
+        self.started[request_id] = time.monotonic()
+        if len(self.started) > MAX_TRACKED_REQUESTS:
+            del self.started[next(iter(self.started))]
+
+    # ------------------------------------------------------------------ refresh
+    def _ensure_refresher(self) -> None:
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                if self.client is None:
+                    # Looking the actors up blocks on the GCS: keep it off the event loop.
+                    self.client = await asyncio.to_thread(connect_async, self.namespace)
+                await self.refresh()
+            except Exception as e:  # Ripple down or restarting: route like Serve meanwhile
+                now = time.monotonic()
+                if now - self.last_error_logged > 30.0:
+                    self.last_error_logged = now
+                    log.warning("Ripple unreachable, routing with power of two: %s", e)
+            await asyncio.sleep(self.refresh_interval_s)
+
+    async def refresh(self) -> None:
+        """One round trip set: tasks, then LOAD and LATENCY, then scores."""
+        client = self.client
+        assert client is not None
+        replicas = dict(self.curr_replicas)
+        for rid, r in replicas.items():
+            if rid not in self.described:
+                await client.describe(
+                    self.agent_id(rid),
+                    max_concurrency=r.max_ongoing_requests,
+                    labels={"source": "ray-serve", "deployment": rid.deployment_id.name},
+                )
+                self.described.add(rid)
+        self.described &= set(replicas)
+        # Tasks first: Ripple counts an assignment on top of a LOAD report only when it
+        # is recorded after the report was measured, and this LOAD already includes them.
+        assigned, self.assigned = self.assigned, []
+        completed, self.completed = self.completed, []
+        if assigned or completed:
+            await client.report_tasks(assigned, completed)
+        inflight_at = {rid: self.inflight[rid] for rid in replicas}
+        slowest_s = max(self.latency_s.values(), default=0.0)
+        signals: list[dict[str, Any]] = []
+        ttl_s = max(10 * self.refresh_interval_s, 5.0)
+        for rid, r in replicas.items():
+            agent = self.agent_id(rid)
+            load = min(1.0, inflight_at[rid] / r.max_ongoing_requests)
+            signals.append(
+                {"agent_id": agent, "signal_type": "LOAD", "value": load, "ttl_s": ttl_s}
+            )
+            lat = self.latency_s.get(rid)
+            if lat is not None and slowest_s > 0:
+                signals.append(
+                    {
+                        "agent_id": agent,
+                        "signal_type": "LATENCY",
+                        "value": lat / slowest_s,
+                        "ttl_s": ttl_s,
+                    }
+                )
+        if signals:
+            await client.register(signals)
+        if not replicas:
+            return
+        got = await client.scores([self.agent_id(rid) for rid in replicas], self.weights)
+        by_agent = {self.agent_id(rid): rid for rid in replicas}
+        self.scores = {by_agent[a]: s.score for a, s in got.scores.items() if a in by_agent}
+        self.inflight_at_score = inflight_at
+        self.scored_at = time.monotonic()
