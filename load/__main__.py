@@ -18,6 +18,7 @@ BENCHMARKS = {
     "routing": "load.routing",
     "overload": "load.overload",
     "serve-router": "load.serve_router",
+    "litellm": "load.litellm_router",
 }
 
 

@@ -1,0 +1,97 @@
+"""Ripple as a LiteLLM routing strategy: offline (``mock_response``), real Ripple actors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import actors
+from actors.client.clients import RippleClient, connect_async
+from actors.core.config import ServiceConfig
+
+litellm = pytest.importorskip("litellm")
+
+from load.litellm_router import failover_models, make_router, send, slow_models  # noqa: E402
+from serve.litellm_strategy import RippleRoutingStrategy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client(ray_session, namespace) -> Iterator[RippleClient]:
+    c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=1))
+    yield c
+    actors.teardown(namespace)
+
+
+def detach(strategy: RippleRoutingStrategy) -> None:
+    litellm.callbacks = [cb for cb in litellm.callbacks if cb is not strategy]
+
+
+def test_traffic_leaves_a_failing_deployment_and_returns_after_it_recovers(
+    client, namespace
+) -> None:
+    models = failover_models()
+    router = make_router(models, None)
+    strategy = RippleRoutingStrategy.attach(
+        router, connect_async(namespace), cooldown_s=1.5, seed=1
+    )
+    try:
+
+        async def scenario() -> tuple[dict, dict]:
+            # Past the cool-down, whatever it grew to (1.5 s, doubled per failed retry).
+            wait_s = 0.0
+
+            async def after_failures() -> None:
+                nonlocal wait_s
+                wait_s = max(strategy.open_until.values(), default=0) - time.monotonic()
+
+            failing = await send(router, 60, concurrency=6)
+            await after_failures()
+            models[2]["litellm_params"]["mock_response"] = "c"
+            router.set_model_list(models)
+            await asyncio.sleep(max(0.0, wait_s) + 0.1)
+            recovered = await send(router, 60, concurrency=6)
+            return failing["served"], recovered["served"]
+
+        failing, recovered = asyncio.run(scenario())
+    finally:
+        detach(strategy)
+    # While c fails it is tried at first and again only when its cool-down ends.
+    assert failing["error"] <= 6, failing
+    assert failing["a"] + failing["b"] >= 54, failing
+    # Once it answers again it gets its share back (a third would be even).
+    assert recovered["error"] == 0, recovered
+    assert recovered["c"] >= 12, recovered
+    assert strategy.picks_by_ripple == 120 and strategy.picks_by_fallback == 0
+    # Ripple saw the deployments, their outcomes and their labels.
+    view = client.agent("litellm:gpt:c")
+    assert view.labels == {"source": "litellm", "model_group": "gpt"}
+
+
+def test_a_slow_deployment_gets_less_traffic(client, namespace) -> None:
+    router = make_router(slow_models(), None)
+    strategy = RippleRoutingStrategy.attach(router, connect_async(namespace), seed=2)
+    try:
+        served = asyncio.run(send(router, 90, concurrency=6))["served"]
+    finally:
+        detach(strategy)
+    assert served["error"] == 0
+    # Six times slower per call: an even split would give it a third.
+    assert served["slow"] <= 0.2 * 90, served
+
+
+def test_picks_fall_back_to_shuffle_when_ripple_is_gone(ray_session) -> None:
+    namespace = "ripple-test-litellm-gone"
+    actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1))
+    ripple = connect_async(namespace)
+    actors.teardown(namespace)
+    router = make_router(slow_models(), None)
+    strategy = RippleRoutingStrategy.attach(router, ripple, seed=3)
+    try:
+        served = asyncio.run(send(router, 9, concurrency=3))["served"]
+    finally:
+        detach(strategy)
+    assert served["error"] == 0 and sum(served.values()) == 9
+    assert strategy.picks_by_fallback == 9 and strategy.picks_by_ripple == 0
