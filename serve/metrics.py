@@ -65,7 +65,9 @@ class SnapshotCollector(Collector):
             m.rejected_total,
             REJECT_REASONS,
         )
-        yield GaugeMetricFamily("coordination_agents_total", "Agents with state.", value=m.agents)
+        # A gauge: DESIGN §7 called it coordination_agents_total, but Prometheus keeps
+        # _total for counters and `promtool check metrics` rejects it on a gauge.
+        yield GaugeMetricFamily("coordination_agents", "Agents with state.", value=m.agents)
         yield _counter(
             "coordination_routing_selections_total",
             "Selections served.",

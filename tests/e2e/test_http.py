@@ -22,7 +22,7 @@ from .helpers import free_port, wait_ready
 METRIC_NAMES = {
     "coordination_signals",
     "coordination_signals_rejected",
-    "coordination_agents_total",
+    "coordination_agents",
     "coordination_routing_selections",
     "coordination_signal_registration_duration_seconds",
     "coordination_agent_selection_duration_seconds",
