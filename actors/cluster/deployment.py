@@ -67,11 +67,16 @@ def deploy_actors(
     shards: list[Any] = []
     for i in range(config.num_shards):
         opts = _actor_options(config, SHARD_NAME.format(index=i), config.shard_num_cpus)
-        # Spread shards over nodes; restart a dead one (its state restarts empty).
+        # Spread shards over nodes; restart a dead one (it restores its state from the
+        # durability storage, or starts empty with durability off).
         opts |= {"max_restarts": -1, "max_task_retries": 0, "scheduling_strategy": "SPREAD"}
         if config.shard_memory_bytes:
             opts["memory"] = config.shard_memory_bytes
-        shards.append(shard_cls.options(**opts).remote(i, config.shard, config.log_level))
+        shards.append(
+            shard_cls.options(**opts).remote(
+                i, config.shard, config.log_level, config.durability, config.namespace
+            )
+        )
     router_cls: Any = ray.remote(RouterActor)
     routers: list[Any] = [
         router_cls.options(

@@ -12,7 +12,7 @@ timestamp wins, ties go to the later item" holds across batches too. Plain async
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from actors.core.columns import SignalColumns
 from actors.core.errors import Unavailable
@@ -27,8 +27,15 @@ class IngestLane:
         ingest: Callable[[SignalColumns], IngestResult],
         max_merged_signals: int = DEFAULT_MAX_MERGED_SIGNALS,
         max_queued_signals: int | None = None,
+        before_apply: Callable[[], Awaitable[object]] | None = None,
+        after_apply: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._ingest = ingest
+        # Hooks of a durable shard: wait while a snapshot copies the arrays ingest would
+        # change; and, with fsync always, until the batch's WAL record is on disk before
+        # anyone hears it was applied (batches that queue meanwhile share the next fsync).
+        self._before_apply = before_apply
+        self._after_apply = after_apply
         self._max = max_merged_signals
         self._max_queued = max_queued_signals
         self.queued_signals = 0
@@ -73,22 +80,41 @@ class IngestLane:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                if self._before_apply is not None:
+                    await self._before_apply()
                 taken = self._take()
-                self._apply(taken)
+                result = self._apply(taken)
+                if self._after_apply is not None and not isinstance(result, Exception):
+                    try:
+                        await self._after_apply()
+                    except Exception as exc:  # not durable: nobody may hear "applied"
+                        result = exc
+                self._answer(taken, result)
                 # Let selections and other reads that arrived meanwhile run now.
                 await asyncio.sleep(0)
 
-    def _apply(self, taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]]) -> None:
+    def _apply(
+        self, taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]]
+    ) -> IngestResult | Exception:
         parts = [c for c, _ in taken]
         self.queued_signals -= sum(len(c) for c in parts)
         try:
             result = self._ingest(SignalColumns.concat(parts))
         except Exception as exc:  # every caller of the merged batch hears the same error
+            return exc
+        self.merged_batches += 1
+        return result
+
+    @staticmethod
+    def _answer(
+        taken: list[tuple[SignalColumns, asyncio.Future[IngestResult]]],
+        result: IngestResult | Exception,
+    ) -> None:
+        if isinstance(result, Exception):
             for _, fut in taken:
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(result)
             return
-        self.merged_batches += 1
         rejected = sorted(result.rejected, key=lambda r: r.index)
         start, j = 0, 0
         for cols, fut in taken:

@@ -13,9 +13,10 @@ import logging
 import os
 from typing import Any
 
+from actors.cluster.durability import ShardDurability
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import SignalColumns
-from actors.core.config import ShardConfig
+from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import Unavailable
 from actors.core.merge import Partial
 from actors.core.metrics import MetricsSnapshot
@@ -63,31 +64,70 @@ def rss_bytes() -> int:
 
 
 class ShardActor:
-    def __init__(self, shard_index: int, config: ShardConfig, log_level: str = "INFO") -> None:
+    def __init__(
+        self,
+        shard_index: int,
+        config: ShardConfig,
+        log_level: str = "INFO",
+        durability: DurabilityConfig | None = None,
+        namespace: str = "ripple",
+    ) -> None:
         logging.basicConfig(level=log_level)
         self.shard_index = shard_index
-        self.state = ShardState(config)
-        self.lane = IngestLane(self.state.ingest, max_queued_signals=config.max_queued_signals)
+        self.restarted = _was_restarted()
+        # The constructor is the restore: Ray delivers no call before it returns, so the
+        # shard answers nothing (and /readyz says 503) until its state is back.
+        self.durable: ShardDurability | None = None
+        if durability is not None and durability.mode != "none":
+            self.durable = ShardDurability(durability, shard_index, namespace)
+            self.state = self.durable.restore(config)
+        else:
+            self.state = ShardState(config)
+        gate = None if self.durable is None else self.durable.writes_open.wait
+        commit = self.durable.commit if self.durable and self.durable.sync_each_write else None
+        self.lane = IngestLane(
+            self.state.ingest,
+            max_queued_signals=config.max_queued_signals,
+            before_apply=gate,
+            after_apply=commit,
+        )
         self._sweeper: asyncio.Task[None] | None = None
+        self._durability_task: asyncio.Task[None] | None = None
         self.sweeps = 0
         self.failed_sweeps = 0
-        self.restarted = _was_restarted()
-        if self.restarted:
-            # No checkpointing yet: the restarted shard starts empty until agents report.
+        if self.restarted and self.durable is None:
             log.warning(
-                "shard %d restarted (pid %d): its state starts empty", shard_index, os.getpid()
+                "shard %d restarted (pid %d) without durability: its state starts empty",
+                shard_index,
+                os.getpid(),
             )
+
+    async def _writable(self) -> None:
+        """Wait while a snapshot copies the arrays this write would change."""
+        if self.durable is not None:
+            await self.durable.writes_open.wait()
+
+    async def _commit(self) -> None:
+        """With fsync always, return once this change's WAL record is on disk."""
+        if self.durable is not None:
+            await self.durable.commit()
 
     def _ensure_sweeper(self) -> None:
         # Created lazily: the constructor does not run inside the actor's event loop.
+        loop = asyncio.get_running_loop()
         if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+            self._sweeper = loop.create_task(self._sweep_forever())
+        if self.durable is not None and (
+            self._durability_task is None or self._durability_task.done()
+        ):
+            self._durability_task = loop.create_task(self.durable.run(self.state))
 
     async def _sweep_forever(self) -> None:
         interval = self.state.config.sweep_interval_s
         while True:
             await asyncio.sleep(interval)
             try:
+                await self._writable()
                 self.state.sweep()
                 self.sweeps += 1
             except Exception:  # a failed sweep must not stop future ones, nor go unseen
@@ -117,25 +157,37 @@ class ShardActor:
         return self.state.partial_select(req)
 
     async def select(self, req: SelectRequest) -> Any:
-        return self.state.select(req)
+        result = self.state.select(req)
+        if req.assign:
+            await self._commit()
+        return result
 
     async def assign(self, agent_ids: list[str]) -> dict[str, str]:
-        return self.state.assign(agent_ids)
+        out = self.state.assign(agent_ids)
+        await self._commit()
+        return out
 
     async def report_tasks(
         self, assigned: list[str], completed: list[tuple[str, bool, float | None]]
     ) -> dict[str, int]:
-        return self.state.report_tasks(assigned, completed)
+        out = self.state.report_tasks(assigned, completed)
+        await self._commit()
+        return out
 
     async def complete(
         self, agent_id: str, assignment_id: str | None, ok: bool, duration_s: float | None
     ) -> CompleteResult:
-        return self.state.complete(agent_id, assignment_id, ok, duration_s)
+        out = self.state.complete(agent_id, assignment_id, ok, duration_s)
+        await self._commit()
+        return out
 
     async def describe_agent(
         self, agent_id: str, max_concurrency: int | None, labels: dict[str, str] | None
     ) -> AgentView:
-        return self.state.describe(agent_id, max_concurrency, labels)
+        await self._writable()
+        out = self.state.describe(agent_id, max_concurrency, labels)
+        await self._commit()
+        return out
 
     async def scores(self, agent_ids: list[str], weights: Weights | None) -> dict[str, AgentScore]:
         return self.state.scores(agent_ids, weights)
@@ -144,7 +196,10 @@ class ShardActor:
         return self.state.agent(agent_id)
 
     async def delete(self, agent_id: str) -> bool:
-        return self.state.delete(agent_id)
+        await self._writable()
+        out = self.state.delete(agent_id)
+        await self._commit()
+        return out
 
     async def predict(self, agent_id: str, params: PredictParams) -> OverloadPrediction:
         return self.state.predict(agent_id, params)
@@ -164,7 +219,14 @@ class ShardActor:
         return out
 
     async def sweep(self) -> dict[str, int]:
+        await self._writable()
         return self.state.sweep()
+
+    async def checkpoint(self) -> dict[str, Any]:
+        """Take a snapshot now (a clean stop does, so the next start replays no WAL)."""
+        if self.durable is None:
+            return {"skipped": "durability is off"}
+        return await self.durable.snapshot(self.state)
 
     async def stats(self) -> dict[str, Any]:
         self._ensure_sweeper()
@@ -178,6 +240,7 @@ class ShardActor:
             "failed_sweeps": self.failed_sweeps,
             "queued_signals": self.lane.queued_signals,
             "refused_signals": self.lane.refused_signals,
+            "durability": None if self.durable is None else self.durable.stats(),
         }
 
     async def metrics(self) -> MetricsSnapshot:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +102,43 @@ class HttpConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0.0, description="wait to fill a batch")
 
 
+class DurabilityConfig(BaseModel):
+    """Snapshots and the write-ahead log of every shard (DESIGN §10), as Redis's RDB + AOF.
+
+    Loss window on a crash of the shard's process: ``none`` everything; ``snapshot`` the
+    changes since the last snapshot; ``wal`` nothing acknowledged, whatever ``fsync`` says
+    (each change is written to the operating system before it is acknowledged). On a
+    crash of the machine (or its disk going away), ``wal`` loses with ``fsync: always``
+    nothing acknowledged, with ``everysec`` about the last second, with ``no`` whatever
+    the operating system had not flushed (typically up to 30 s)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["none", "snapshot", "wal"] = Field(
+        "none", description="none, snapshot, or wal (snapshots + write-ahead log)"
+    )
+    fsync: Literal["always", "everysec", "no"] = Field(
+        "everysec", description="when the WAL is flushed to disk (wal mode)"
+    )
+    storage_path: str | None = Field(
+        None, description="directory or URI (s3://bucket/prefix?endpoint_override=…) for state"
+    )
+    wal_dir: str | None = Field(
+        None,
+        description="local WAL directory (default: storage_path when local, else a temp dir)",
+    )
+    snapshot_interval_s: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="time between snapshots of a shard"
+    )
+    keep_snapshots: int = Field(2, ge=1, le=100, description="snapshots kept per shard")
+
+    @model_validator(mode="after")
+    def _needs_storage(self) -> DurabilityConfig:
+        if self.mode != "none" and not self.storage_path:
+            raise ValueError(f"durability mode {self.mode!r} needs a storage_path")
+        return self
+
+
 class ServiceConfig(BaseSettings):
     """Shape and placement of a deployment: shards, routers, resources, deadlines."""
 
@@ -117,6 +154,7 @@ class ServiceConfig(BaseSettings):
     num_routers: int = Field(1, ge=1, le=64, description="router actors (fan-out, merge)")
     shard: ShardConfig = ShardConfig()
     http: HttpConfig = HttpConfig()
+    durability: DurabilityConfig = DurabilityConfig()
     # Fractional by default: two shards, a router and a Serve replica at 1 CPU each would not
     # fit a 2-CPU laptop and would wait forever for placement.
     shard_num_cpus: float = Field(0.25, ge=0.0, description="logical CPUs per shard")
@@ -204,7 +242,7 @@ def settings_table(model: type[BaseModel] = ServiceConfig, key: str = "", env: s
         lines.append("| --- | --- | --- | --- |")
     for name, field in model.model_fields.items():
         default = field.default
-        if name in ("shard", "http"):
+        if name in ("shard", "http", "durability"):
             lines.append(settings_table(type(default), f"{key}{name}.", f"{env}{name.upper()}__"))
             continue
         if isinstance(default, BaseModel):

@@ -145,8 +145,9 @@ class InFlight:
         return Flight()
 
     # ------------------------------------------------------------------ writes
-    def assign(self, agent_id: str, row: int, now: float) -> str | None:
-        """Record one task; None when the shard's bound on open records is reached."""
+    def assign(self, agent_id: str, row: int, now: float, aid: str | None = None) -> str | None:
+        """Record one task; None when the shard's bound on open records is reached.
+        ``aid``: the id to use (a WAL replay gives back the ids handed out before)."""
         if self.open_total >= self.max_per_shard:
             self._expire_agent(agent_id, now)
             if self.open_total >= self.max_per_shard:
@@ -161,7 +162,7 @@ class InFlight:
             self.open_total -= 1
             self.expired_total += 1
             self._sync(agent_id, row)
-        aid = next(self._ids)
+        aid = next(self._ids) if aid is None else aid
         task = fl.open[aid] = Assignment(now, now + self.task_ttl_s(row))
         fl.assigned_since += 1
         self.open_total += 1

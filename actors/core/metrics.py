@@ -6,8 +6,10 @@ No prometheus objects live in the shards: the Serve app's custom collector pulls
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +104,11 @@ class MetricsSnapshot:
     agents: int = 0
     live_signals: int = 0
     in_flight: int = 0
+    # Which life of the source this is (new per process and per restore), and the
+    # counters it restored from a snapshot: a scrape that sees a new incarnation adds
+    # what the old one had counted beyond that base, so counters never go backwards.
+    incarnation: str = field(default_factory=lambda: os.urandom(6).hex())
+    restored_base: MetricsSnapshot | None = None
 
     def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n
@@ -149,6 +156,77 @@ class MetricsSnapshot:
             + self.signal_age_s.count
         )
 
+    _TABLES = (
+        "signals_total",
+        "rejected_total",
+        "selections_total",
+        "predictions_total",
+        "completed_total",
+    )
+
+    def counters_json(self) -> dict[str, Any]:
+        """The counters and histograms (not the gauges), for a snapshot: a restored shard
+        goes on counting from where it was instead of from zero."""
+
+        def hist(h: Histogram) -> list[Any]:
+            return [h.counts.tolist(), h.total]
+
+        return {
+            **{name: dict(getattr(self, name)) for name in self._TABLES},
+            "registration_s": {k: hist(h) for k, h in self.registration_s.items()},
+            "selection_s": {k: hist(h) for k, h in self.selection_s.items()},
+            "signal_age_s": hist(self.signal_age_s),
+            "assignments_expired": self.assignments_expired,
+        }
+
+    @classmethod
+    def from_counters_json(cls, data: dict[str, Any]) -> MetricsSnapshot:
+        """Inverse of ``counters_json``; anything malformed is a ``ValueError``."""
+        out = cls()
+
+        def fill(h: Histogram, raw: list[Any]) -> Histogram:
+            counts, total = raw
+            if len(counts) != len(h.counts):
+                raise ValueError("histogram buckets differ")
+            h.counts[:] = np.asarray(counts, np.int64)
+            h.total = float(total)
+            return h
+
+        for name in cls._TABLES:
+            getattr(out, name).update({str(k): int(v) for k, v in data.get(name, {}).items()})
+        for k, raw in data.get("registration_s", {}).items():
+            fill(out.registration(k), raw)
+        for k, raw in data.get("selection_s", {}).items():
+            fill(out.selection(k), raw)
+        fill(out.signal_age_s, data.get("signal_age_s", [[0] * len(out.signal_age_s.counts), 0.0]))
+        out.assignments_expired = int(data.get("assignments_expired", 0))
+        return out
+
+    def shortfall(self, newer: MetricsSnapshot) -> MetricsSnapshot:
+        """What ``newer`` lacks of these counters, item by item (never negative): added to
+        ``newer`` it gives counters that did not go backwards."""
+        out = MetricsSnapshot()
+        for name in self._TABLES:
+            mine, theirs, gap = getattr(self, name), getattr(newer, name), getattr(out, name)
+            for k, v in mine.items():
+                if v > theirs.get(k, 0):
+                    gap[k] = v - theirs.get(k, 0)
+        for mine_h, theirs_h, get in (
+            (self.registration_s, newer.registration_s, out.registration),
+            (self.selection_s, newer.selection_s, out.selection),
+        ):
+            for k, h in mine_h.items():
+                other = theirs_h.get(k)
+                g = get(k)
+                g.counts[:] = np.maximum(h.counts - (other.counts if other else 0), 0)
+                g.total = max(h.total - (other.total if other else 0.0), 0.0)
+        out.signal_age_s.counts[:] = np.maximum(
+            self.signal_age_s.counts - newer.signal_age_s.counts, 0
+        )
+        out.signal_age_s.total = max(self.signal_age_s.total - newer.signal_age_s.total, 0.0)
+        out.assignments_expired = max(self.assignments_expired - newer.assignments_expired, 0)
+        return out
+
     def merge(self, other: MetricsSnapshot) -> None:
         for mine, theirs in (
             (self.signals_total, other.signals_total),
@@ -173,9 +251,10 @@ class MetricsSnapshot:
 class Monotonic:
     """Counters that never go backwards across scrapes, per source (a shard or a router).
 
-    A source that does not answer keeps its last counters; a source whose counters went
-    down restarted, so what it had counted before is kept as an offset and added on.
-    Gauges (agents, live signals, in flight) are taken as they are."""
+    A source that does not answer keeps its last counters. A source in a new incarnation
+    (or whose counters went down) restarted: what it had counted beyond the base it
+    restored (everything, when it came back empty) becomes an offset added on. Gauges
+    (agents, live signals, in flight) are taken as they are."""
 
     def __init__(self) -> None:
         self._last: dict[str, MetricsSnapshot] = {}
@@ -189,8 +268,11 @@ class Monotonic:
                 if last is not None:
                     _merge_counters(out, last)
                 continue
-            if last is not None and snap.count_total() < last.count_total():
-                self._offset.setdefault(source, MetricsSnapshot()).merge(last)
+            if last is not None and (
+                snap.incarnation != last.incarnation or snap.count_total() < last.count_total()
+            ):
+                base = snap.restored_base or MetricsSnapshot()
+                self._offset.setdefault(source, MetricsSnapshot()).merge(last.shortfall(base))
             self._last[source] = snap
             out.merge(snap)
             if source in self._offset:

@@ -1,9 +1,9 @@
 """Snapshot format of one shard: versioned, numpy ``.npz`` (no pickle), checked on load.
 
 A snapshot holds every per-row array of the agent table, the ids, the in-flight records,
-the labels and a JSON header. ``load`` trusts nothing: a missing array, a wrong shape or
-dtype, duplicate ids or a malformed header is an ``InvalidInput`` naming what is wrong,
-never a numpy error deep inside the restore.
+the labels, the metrics counters and a JSON header. ``load`` trusts nothing: a missing
+array, a wrong shape or dtype, duplicate ids or a malformed header is an ``InvalidInput``
+naming what is wrong, never a numpy error deep inside the restore.
 """
 
 from __future__ import annotations
@@ -32,22 +32,35 @@ class SnapshotData:
     inflight: list[list[Any]]
     labels: dict[str, dict[str, str]]
     taken_at_s: float
+    metrics: dict[str, Any]
 
 
-def dump(table: AgentTable, history_size: int, extra: dict[str, Any], taken_at_s: float) -> bytes:
+def parts(
+    table: AgentTable, history_size: int, extra: dict[str, Any], taken_at_s: float
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays (views of the first n rows, not copies) and the header of a snapshot."""
     n = table.n
     meta = {
         "version": SNAPSHOT_VERSION,
         "history_size": history_size,
         "dimensions": list(DIMENSIONS),
-        "ids": table.ids,
+        "ids": list(table.ids),
         "taken_at": taken_at_s,
         **extra,
     }
-    arrays = {name: a[..., :n] for name, a in table.arrays.items()}
-    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    return {name: a[..., :n] for name, a in table.arrays.items()}, meta
+
+
+def write(arrays: dict[str, np.ndarray], meta: dict[str, Any], out: Any) -> None:
+    """The snapshot archive into a binary file object."""
+    header = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(out, **arrays, **{_META: header})  # type: ignore[arg-type]
+
+
+def dump(table: AgentTable, history_size: int, extra: dict[str, Any], taken_at_s: float) -> bytes:
+    arrays, meta = parts(table, history_size, extra, taken_at_s)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    write(arrays, meta, buf)
     return buf.getvalue()
 
 
@@ -120,4 +133,7 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
             for a, m in labels.items()
         ):
             raise _bad("labels", "malformed labels")
-    return SnapshotData(H, ids, arrays, inflight, labels, float(meta.get("taken_at", 0.0)))
+        metrics = meta.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise _bad("metrics", "must be an object")
+    return SnapshotData(H, ids, arrays, inflight, labels, float(meta.get("taken_at", 0.0)), metrics)

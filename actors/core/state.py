@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.core import persistence
+from actors.core import persistence, wal
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.errors import InvalidInput, NotFound
@@ -79,6 +79,9 @@ class ShardState:
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = MetricsSnapshot()
         self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
+        # Called with one encoded WAL record per change (``actors.core.wal``), when the
+        # host keeps a write-ahead log; None: no log.
+        self.journal: Callable[[bytes], None] | None = None
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, cols: SignalColumns) -> IngestResult:
@@ -117,6 +120,16 @@ class ShardState:
                 self.inflight.on_load(
                     r[is_load], self.table["val"][LOAD_CODE, r[is_load]], t[is_load]
                 )
+            if self.journal is not None:
+                applied = SignalColumns(
+                    agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
+                    type_codes=codes,
+                    values=vals,
+                    confidences=cols.confidences[idx],
+                    ttls_s=cols.ttls_s[idx],
+                    timestamps_s=ts,
+                )
+                self.journal(wal.encode_ingest(now, applied))
         self.metrics.record_ingest(
             cols.type_codes[idx], vb.reasons, time.perf_counter() - t0, len(cols)
         )
@@ -164,14 +177,21 @@ class ShardState:
     def assign(self, agent_ids: Sequence[str]) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state.
         Returns the assignment id of each agent assigned."""
+        return dict(self.assign_with_ids([(a, None) for a in agent_ids]))
+
+    def assign_with_ids(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
+        """``assign`` with the id of each task given (None: a new one); a WAL replay
+        gives back the ids handed out before. Returns (agent, id) of each task opened."""
         now = self._clock()
-        out = {}
-        for a in agent_ids:
+        out = []
+        for a, wanted in pairs:
             r = self.table.row(a)
             if r is not None:
-                aid = self.inflight.assign(a, r, now)
+                aid = self.inflight.assign(a, r, now, wanted)
                 if aid is not None:
-                    out[a] = aid
+                    out.append((a, aid))
+        if out and self.journal is not None:
+            self.journal(wal.encode("assign", now, {"pairs": out}))
         return out
 
     def report_tasks(
@@ -180,12 +200,7 @@ class ShardState:
         """Tasks that a router outside Ripple placed and saw end (the Serve request router,
         the LiteLLM strategy), in one call: each id in ``assigned`` opens a task on that
         agent if it is known; each ``(agent_id, ok, duration_s)`` closes its oldest one."""
-        now = self._clock()
-        opened = 0
-        for a in assigned:
-            r = self.table.row(a)
-            if r is not None and self.inflight.assign(a, r, now) is not None:
-                opened += 1
+        opened = len(self.assign_with_ids([(a, None) for a in assigned]))
         released = sum(self.complete(a, None, ok, d).released for a, ok, d in completed)
         return {"assigned": opened, "released": released}
 
@@ -201,7 +216,11 @@ class ShardState:
         r = self.table.row(agent_id)
         if r is None:
             return CompleteResult(released=False, assignment_id=assignment_id)
-        out = self.inflight.complete(agent_id, r, assignment_id, ok, duration_s, self._clock())
+        now = self._clock()
+        if self.journal is not None:
+            args = {"agent": agent_id, "id": assignment_id, "ok": ok, "duration_s": duration_s}
+            self.journal(wal.encode("complete", now, args))
+        out = self.inflight.complete(agent_id, r, assignment_id, ok, duration_s, now)
         self.metrics.count(self.metrics.completed_total, "ok" if ok else "failed")
         return CompleteResult(released=out.released, assignment_id=out.assignment_id)
 
@@ -224,6 +243,13 @@ class ShardState:
             self.inflight.declare(r, meta.max_concurrency)
         if meta.labels is not None:
             self.labels.replace(agent_id, meta.labels)
+        if self.journal is not None:
+            args = {
+                "agent": agent_id,
+                "max_concurrency": meta.max_concurrency,
+                "labels": meta.labels,
+            }
+            self.journal(wal.encode("describe", now, args))
         return self.agent(agent_id)
 
     def scores(
@@ -275,6 +301,8 @@ class ShardState:
         if r is None:
             return False
         self.table.remove([r])
+        if self.journal is not None:
+            self.journal(wal.encode("delete", self._clock(), {"agent": agent_id}))
         return True
 
     def history(self, agent_id: str) -> list[dict[str, Any]]:
@@ -325,6 +353,8 @@ class ShardState:
             ids = self.table.ids
             drop = drop[[ids[r] not in holders for r in drop.tolist()]]
         self.table.remove(drop.tolist())
+        if self.journal is not None:
+            self.journal(wal.encode("sweep", now))
         return {"expired_signals": expired, "dropped_agents": len(drop)}
 
     def __len__(self) -> int:
@@ -358,10 +388,64 @@ class ShardState:
         return self.table.nbytes()
 
     # ------------------------------------------------------------------ snapshot
+    def _snapshot_extra(self) -> dict[str, Any]:
+        return {
+            "inflight": self.inflight.records(),
+            "labels": {a: dict(m) for a, m in self.labels.by_agent.items()},
+            "metrics": self.metrics.counters_json(),
+        }
+
     def snapshot(self) -> bytes:
         """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
-        extra = {"inflight": self.inflight.records(), "labels": self.labels.by_agent}
-        return persistence.dump(self.table, self.config.history_size, extra, self._clock())
+        return persistence.dump(
+            self.table, self.config.history_size, self._snapshot_extra(), self._clock()
+        )
+
+    def snapshot_parts(
+        self, copy_below_bytes: int = 1 << 20
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
+        """A snapshot in two steps, for a host that must not stop for the whole copy: the
+        header and every array under ``copy_below_bytes`` copied now, the larger ones as
+        views, named in the list, for the host to copy in pieces. Those large arrays (the
+        signals and the history) change only by ingest, describe, delete and sweep: the
+        host holds those back until its copy is done, and the snapshot is the state as of
+        this call. Assignments and completions change only the small arrays and the
+        in-flight records, copied here, so selections go on meanwhile."""
+        arrays, meta = persistence.parts(
+            self.table, self.config.history_size, self._snapshot_extra(), self._clock()
+        )
+        large = [k for k, a in arrays.items() if a.nbytes >= copy_below_bytes]
+        for k, a in arrays.items():
+            if k not in large:
+                arrays[k] = a.copy()
+        return arrays, meta, large
+
+    def replay(self, records: list[wal.Record]) -> Iterator[int]:
+        """Apply WAL records in order, each at its own time; yields after each so a host
+        can report progress. The journal is off meanwhile (nothing is logged twice)."""
+        journal, clock = self.journal, self._clock
+        self.journal = None
+        try:
+            for i, rec in enumerate(records):
+                self._clock = _Stopped(rec.t)
+                args = rec.args
+                if rec.op == "ingest":
+                    self.ingest(wal.ingest_columns(rec))
+                elif rec.op == "assign":
+                    self.assign_with_ids([(a, aid) for a, aid in args["pairs"]])
+                elif rec.op == "complete":
+                    self.complete(args["agent"], args["id"], args["ok"], args["duration_s"])
+                elif rec.op == "describe":
+                    self.describe(args["agent"], args["max_concurrency"], args["labels"])
+                elif rec.op == "delete":
+                    self.delete(args["agent"])
+                elif rec.op == "sweep":
+                    self.sweep()
+                else:
+                    raise ValueError(f"unknown WAL op {rec.op!r}")
+                yield i
+        finally:
+            self.journal, self._clock = journal, clock
 
     @classmethod
     def restore(
@@ -392,4 +476,24 @@ class ShardState:
         state.inflight.load_records(snap.inflight)
         for agent_id, labels in snap.labels.items():
             state.labels.replace(agent_id, labels)
+        try:
+            counted = MetricsSnapshot.from_counters_json(snap.metrics)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidInput(
+                "corrupt or incompatible snapshot", [{"field": "metrics", "reason": str(exc)}]
+            ) from exc
+        # Merged into the live object (the overload scan holds it), and kept as the base
+        # a scrape subtracts, so counters neither restart at zero nor count twice.
+        state.metrics.merge(counted)
+        state.metrics.restored_base = counted
         return state
+
+
+class _Stopped:
+    """A clock stopped at the time a WAL record was made."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
