@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,8 @@ def start_service(config: ServiceConfig, address: str | None = None) -> Started:
 def stop_service(namespace: str, started: Started, teardown: bool = False) -> None:
     """Remove only what this process added: its Serve application always; the shards if
     it created them (or ``--teardown``); Serve and Ray themselves only when embedded, so
-    Ctrl-C on a shared cluster never takes down other jobs' applications or shards."""
+    Ctrl-C on a shared cluster never takes down other jobs' applications or shards.
+    Shards about to go take a snapshot first, so the next start replays no WAL."""
     import ray
     from ray import serve
 
@@ -67,6 +69,11 @@ def stop_service(namespace: str, started: Started, teardown: bool = False) -> No
             serve.shutdown()
     finally:
         if started.created_shards or teardown or started.embedded_ray:
+            try:
+                for shard, outcome in actors.connect(namespace).checkpoint().items():
+                    log.info("shard %d checkpoint: %s", shard, outcome)
+            except Exception as exc:  # the WAL still holds everything; say so and go on
+                log.warning("checkpoint before stopping failed (the WAL has it all): %s", exc)
             actors.teardown(namespace)
         if started.embedded_ray:
             ray.shutdown()
@@ -113,6 +120,33 @@ def run_demo(base_url: str, stop: threading.Event, max_s: float, token: str | No
             stop.wait(0.5)
 
 
+def default_state_dir() -> Path:
+    """Where ``ripple up`` keeps state unless told: ``$XDG_STATE_HOME/ripple`` (by default
+    ``~/.local/state/ripple``), one folder per namespace."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ripple"
+
+
+def durability_overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    """``ripple up`` is durable by default (wal, everysec, under the state directory)
+    unless the durability settings come from somewhere else (YAML, environment), or
+    ``--no-durability`` turns it off; ``--storage`` and ``--fsync`` refine it."""
+    if ns.no_durability:
+        return {"mode": "none"}
+    out: dict[str, Any] = {"storage_path": ns.storage, "fsync": ns.fsync}
+    from_env = any(k.startswith("RIPPLE_DURABILITY__") for k in os.environ)
+    from_yaml = False
+    if ns.config:
+        import yaml
+
+        from_yaml = "durability" in (yaml.safe_load(Path(ns.config).read_text()) or {})
+    if not (from_env or from_yaml):
+        namespace = ns.namespace or "ripple"
+        out["mode"] = "wal"
+        out["storage_path"] = ns.storage or str(default_state_dir() / namespace)
+    return out
+
+
 def cmd_up(ns: argparse.Namespace) -> int:
     if ns.haproxy:
         # Read by Serve when its proxies start; Ray passes the driver's environment to the
@@ -131,6 +165,7 @@ def cmd_up(ns: argparse.Namespace) -> int:
         log_level=ns.log_level,
         auth_secret_file=ns.auth_secret_file,
         http={"host": ns.host, "port": ns.port},
+        durability=durability_overrides(ns),
     )
     secret = config.resolved_auth_secret()
     if secret is None and config.http.host not in LOOPBACK and not ns.insecure:
@@ -144,6 +179,11 @@ def cmd_up(ns: argparse.Namespace) -> int:
     url = f"http://{config.http.host}:{config.http.port}"
     log.info("config: %s", config.model_dump_json())
     print(f"Ripple is up with {config.num_shards} shard(s).", flush=True)
+    d = config.durability
+    if d.mode == "none":
+        print("  state:   in memory only (no durability)", flush=True)
+    else:
+        print(f"  state:   {d.storage_path} ({d.mode}, fsync {d.fsync})", flush=True)
     print(f"  API:     {url}/v1/select  (docs: {url}/docs)", flush=True)
     print(f"  metrics: {url}/metrics   health: {url}/healthz   ready: {url}/readyz", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
@@ -213,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         "--haproxy",
         action="store_true",
         help="use Serve's HAProxy ingress (embedded Ray only; ~2-3x the default proxy here)",
+    )
+    up.add_argument(
+        "--storage",
+        default=None,
+        help="durable state: a directory or s3://… URI (default: the state directory)",
+    )
+    up.add_argument("--fsync", default=None, choices=["always", "everysec", "no"])
+    up.add_argument(
+        "--no-durability", action="store_true", help="keep state in memory only (lost on exit)"
     )
     up.add_argument("--demo", action="store_true", help="also run simulated agents posting signals")
     up.add_argument("--demo-seconds", type=float, default=600.0, help="how long the demo runs")

@@ -63,6 +63,7 @@ class RippleClient(ClientOps):
     predict_overload = _sync(ClientOps.predict_overload_op)
     overloads = _sync(ClientOps.overloads_op)
     overloads_request = _sync(ClientOps.overloads_request_op)
+    checkpoint = _sync(ClientOps.checkpoint_op)
     stats = _sync(ClientOps.stats_op)
     metrics_snapshot = _sync(ClientOps.metrics_snapshot_op)
 
@@ -102,6 +103,7 @@ class AsyncRippleClient(ClientOps):
     predict_overload = _async(ClientOps.predict_overload_op)
     overloads = _async(ClientOps.overloads_op)
     overloads_request = _async(ClientOps.overloads_request_op)
+    checkpoint = _async(ClientOps.checkpoint_op)
     stats = _async(ClientOps.stats_op)
     metrics_snapshot = _async(ClientOps.metrics_snapshot_op)
 

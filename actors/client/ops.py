@@ -256,6 +256,15 @@ class ClientOps:
         )
         return (yield from self.overloads_request_op(params, cursor, limit))
 
+    def checkpoint_op(self) -> Op[dict[int, Any]]:
+        """Every shard takes a snapshot now (a clean stop does this first, so the next
+        start replays no WAL); per shard, what it did, or why it could not."""
+        got = yield self._shards, {s: ("checkpoint", ()) for s in range(self.num_shards)}
+        return {
+            s: got.results[s] if s in got.results else {"error": got.failures.get(s)}
+            for s in range(self.num_shards)
+        }
+
     def stats_op(self) -> Op[dict[str, Any]]:
         result: dict[str, Any] = yield from self._router_op("stats")
         return result

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -325,39 +325,18 @@ def test_shard_down_gives_503_with_retry_after_and_not_ready(http, ray_session, 
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
 
 
-def test_ripple_up_as_a_subprocess() -> None:
-    port = free_port()
+def run_ripple_up(port: int, storage: str, check: Callable[[str], None]) -> str:
+    """``ripple up`` as a user runs it, ``check`` against it, then Ctrl-C; its output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    cmd = [sys.executable, "-m", "serve.cli", "up", "--port", str(port), "--shards", "1"]
+    cmd += ["--namespace", "ripple-up-test", "--storage", storage]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve.cli",
-            "up",
-            "--port",
-            str(port),
-            "--shards",
-            "1",
-            "--namespace",
-            "ripple-up-test",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_ready(url, 180, proc), "ripple up did not become ready"
-        r = httpx.post(url + "/v1/select", json={"k": 1}, timeout=10)
-        assert r.status_code == 200 and r.json()["selected"] == []
-        status = subprocess.run(
-            [sys.executable, "-m", "serve.cli", "status", "--url", url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert status.returncode == 0 and "ready: True" in status.stdout
+        check(url)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -366,3 +345,34 @@ def test_ripple_up_as_a_subprocess() -> None:
             proc.kill()
             out, _ = proc.communicate()
     assert "Ripple is up" in out and "Shutting down" in out
+    return out
+
+
+def test_ripple_up_as_a_subprocess_keeps_state_across_a_restart(tmp_path) -> None:
+    storage = str(tmp_path / "state")
+
+    def first(url: str) -> None:
+        r = httpx.post(url + "/v1/select", json={"k": 1}, timeout=10)
+        assert r.status_code == 200 and r.json()["selected"] == []
+        body = [{"agent_id": "kept", "signal_type": "CAPACITY", "value": 0.8, "ttl_s": 3600}]
+        r = httpx.post(url + "/v1/signals", json={"signals": body}, timeout=10)
+        assert r.status_code == 200, r.text
+        status = subprocess.run(
+            [sys.executable, "-m", "serve.cli", "status", "--url", url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0 and "ready: True" in status.stdout
+
+    def second(url: str) -> None:
+        view = httpx.get(url + "/v1/agents/kept", timeout=10)
+        assert view.status_code == 200, view.text
+        assert view.json()["signals"]["CAPACITY"]["value"] == 0.8
+        shard = httpx.get(url + "/v1/stats", timeout=10).json()["shards"][0]
+        assert shard["durability"]["restored_agents"] == 1
+        assert shard["durability"]["last_snapshot_age_s"] is None  # none taken since
+
+    out = run_ripple_up(free_port(), storage, first)
+    assert f"state:   {storage} (wal, fsync everysec)" in out
+    run_ripple_up(free_port(), storage, second)

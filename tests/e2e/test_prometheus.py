@@ -73,6 +73,8 @@ def test_promtool_and_a_real_prometheus_accept_config_metrics_and_dashboard(tmp_
             "120",
             "--log-level",
             "WARNING",
+            "--storage",
+            str(tmp_path / "state"),
         ],
         cwd=ROOT,
         env={**os.environ, "RAY_ADDRESS": ""},

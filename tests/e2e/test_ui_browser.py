@@ -42,6 +42,8 @@ def test_status_page_renders_the_fleet_in_chromium(tmp_path) -> None:
             "120",
             "--log-level",
             "WARNING",
+            "--storage",
+            str(tmp_path / "state"),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
