@@ -19,6 +19,7 @@ BENCHMARKS = {
     "overload": "load.overload",
     "serve-router": "load.serve_router",
     "litellm": "load.litellm_router",
+    "durability": "load.durability",
 }
 
 

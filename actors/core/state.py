@@ -401,6 +401,16 @@ class ShardState:
             self.table, self.config.history_size, self._snapshot_extra(), self._clock()
         )
 
+    def snapshot_layout(self, copy_below_bytes: int = 1 << 20) -> dict[str, tuple[Any, Any]]:
+        """Shape and dtype of each array ``snapshot_parts`` leaves to the host to copy, so
+        it can allocate (and fault in) the copies beforehand, off its event loop."""
+        n = self.table.n
+        return {
+            k: (a[..., :n].shape, a.dtype)
+            for k, a in self.table.arrays.items()
+            if a[..., :n].nbytes >= copy_below_bytes
+        }
+
     def snapshot_parts(
         self, copy_below_bytes: int = 1 << 20
     ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
