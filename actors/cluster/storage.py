@@ -5,14 +5,16 @@ URI with another scheme (``s3://bucket/prefix``, ``gs://…``) goes through ``py
 the filesystem layer Ray users know from Ray Train's ``storage_path``. S3 options ride in
 the URI's query, as pyarrow reads them: ``s3://bucket/prefix?endpoint_override=
 http://127.0.0.1:9000&scheme=http`` for a server of one's own; credentials come from the
-usual ``AWS_*`` environment. Every put is atomic: a temporary name then a rename on a
-directory, a single object put on an object store.
+usual ``AWS_*`` environment of the shard processes, or the URI
+(``s3://key:secret@bucket/prefix``; never shown back). Every put is atomic: a temporary
+name then a rename on a directory, a single object put on an object store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +83,8 @@ class ArrowStorage:
         self._fs_mod = fs
         self.fs, self.base = fs.FileSystem.from_uri(uri)
         self.base = self.base.rstrip("/")
-        self.where = uri.split("?", 1)[0]
+        # Shown in /v1/stats: never the credentials a URI may carry (s3://key:secret@…).
+        self.where = re.sub(r"//[^/@]*@", "//", uri.split("?", 1)[0])
         self.fs.create_dir(self.base, recursive=True)
 
     def _path(self, name: str) -> str:
