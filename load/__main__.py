@@ -20,6 +20,7 @@ BENCHMARKS = {
     "serve-router": "load.serve_router",
     "litellm": "load.litellm_router",
     "durability": "load.durability",
+    "chaos": "load.chaos",
 }
 
 
