@@ -41,6 +41,11 @@ def free_port() -> int:
 def node_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["RAY_AUTH_MODE"] = AUTH_MODE
+    # A lost node is declared dead after ~3 s instead of Ray's default ~15 s, so the node
+    # loss test waits less for its shards to be restarted elsewhere.
+    env["RAY_health_check_period_ms"] = "1000"
+    env["RAY_health_check_timeout_ms"] = "1000"
+    env["RAY_health_check_failure_threshold"] = "3"
     return env
 
 
@@ -56,8 +61,12 @@ def _ports() -> list[str]:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int = 2, cpus_per_node: int = 2) -> Iterator[str]:
-    """Start a head and ``workers`` worker nodes; yield the GCS address; stop only them."""
+def local_cluster(
+    workers: int = 2, cpus_per_node: int = 2, groups: dict[int, int] | None = None
+) -> Iterator[str]:
+    """Start a head and ``workers`` worker nodes; yield the GCS address; stop only them.
+    ``groups`` is filled with each worker's process group (by its ``ripple_node_<i>``
+    index), so a test can take a whole node down."""
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     temp_dir = tempfile.mkdtemp(prefix="rmn-", dir="/tmp")
     port = free_port()
@@ -107,6 +116,8 @@ def local_cluster(workers: int = 2, cpus_per_node: int = 2) -> Iterator[str]:
                         stderr=subprocess.STDOUT,
                     )
                 )
+            if groups is not None:
+                groups[i] = procs[-1].pid  # the leader of its own session and group
             # One node at a time: nodes on one host share the session's port cache, and two
             # starting together can pick the same port and crash.
             _wait_for_text(log_path, "Ray runtime started", 120)
@@ -145,9 +156,9 @@ def _wait_for_port(port: int, timeout_s: float) -> None:
     raise TimeoutError(f"head node did not open port {port}")
 
 
-def run_driver(address: str, smoke: bool) -> dict[str, Any]:
+def run_driver(address: str, smoke: bool, fn: str = "driver", *extra: Any) -> dict[str, Any]:
     """Everything that needs a driver on the cluster; runs in a subprocess of its own."""
-    call = f"m.driver({address!r}, {smoke!r})"
+    call = f"m.{fn}({address!r}, {smoke!r}, *{list(extra)!r})"
     code = f"import json, load.multinode as m; print('RESULT ' + json.dumps({call}))"
     out = subprocess.run(
         [sys.executable, "-c", code], env=node_env(), capture_output=True, text=True, timeout=600
@@ -259,6 +270,107 @@ def driver(address: str, smoke: bool) -> dict[str, Any]:
     return result
 
 
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        # pid (comm) state ppid ...; comm may hold spaces, so split after its ')'.
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+def node_loss(address: str, smoke: bool, groups: dict[str, int]) -> dict[str, Any]:
+    """Durable shards on 3 nodes (``wal``, ``fsync: always``, storage shared by every node:
+    one directory of this host); kill a whole worker node holding a shard (not the
+    router's); select meanwhile. Reports how selections answered while the shard was away
+    (degraded, never hung), when the shard answered again, where, and whether every
+    acknowledged signal came back."""
+    import ray
+
+    import actors
+    from actors.core.config import DurabilityConfig, ServiceConfig
+    from actors.core.errors import RippleError
+
+    ray.init(address=address, log_to_driver=False, namespace="ripple-node-loss")
+    deadline = time.monotonic() + 60
+    while len([n for n in ray.nodes() if n["Alive"]]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    storage = tempfile.mkdtemp(prefix="rmn-state-", dir="/tmp")
+    namespace = NAMESPACE + "-durable"
+    deadline_s = 1.0
+    client = actors.deploy(
+        ServiceConfig(
+            namespace=namespace,
+            num_shards=3,
+            shard_deadline_s=deadline_s,
+            durability=DurabilityConfig(mode="wal", fsync="always", storage_path=storage),
+        )
+    )
+    ids = [f"nl-{i}" for i in range(600)]
+    acked = client.register([{"agent_id": a, "signal_type": "QUALITY", "value": 0.5} for a in ids])
+    index_of = {
+        n["NodeID"]: int(k.rsplit("_", 1)[1])
+        for n in ray.nodes()
+        if n["Alive"]
+        for k in n["Resources"]
+        if k.startswith("ripple_node_")
+    }
+    router_node = ray.get(client.router_handles[0].describe.remote())["node_id"]
+    before = {s["shard"]: s for s in client.stats()["shards"]}
+    victims = [
+        node
+        for node in {s["node_id"] for s in before.values()}
+        if index_of.get(node, 0) != 0 and node != router_node
+    ]
+    result: dict[str, Any] = {"victim_found": bool(victims)}
+    if not victims:
+        actors.teardown(namespace)
+        return result
+    victim = victims[0]
+    lost_shards = sorted(s for s, st in before.items() if st["node_id"] == victim)
+    # The node's raylet (the parent of every worker on it) and its workers, then what its
+    # `ray start` left: the node is gone, as if its machine had died.
+    shard_pid = before[lost_shards[0]]["pid"]
+    raylet = _parent_pid(shard_pid)
+    for pid in (raylet, shard_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(groups[str(index_of[victim])], signal.SIGKILL)
+    killed = time.monotonic()
+    answers: list[dict[str, Any]] = []
+    back_s = None
+    while time.monotonic() - killed < 120:
+        t0 = time.perf_counter()
+        try:
+            r = client.select(k=3, assign=False)
+            answers.append({"s": time.perf_counter() - t0, "degraded": r.degraded, "ok": True})
+            if not r.degraded and r.shards_answered == 3:
+                back_s = time.monotonic() - killed
+                break
+        except RippleError as exc:
+            answers.append({"s": time.perf_counter() - t0, "error": str(exc)[:200], "ok": False})
+        time.sleep(0.2)
+    after = {s["shard"]: s for s in client.stats()["shards"]}
+    known = client.scores(ids).scores
+    result.update(
+        {
+            "lost_shards": lost_shards,
+            "selects": len(answers),
+            "degraded_answers": sum(1 for a in answers if a.get("degraded")),
+            "error_answers": sum(1 for a in answers if not a["ok"]),
+            "slowest_select_s": max(a["s"] for a in answers),
+            "shard_deadline_s": deadline_s,
+            "back_s": back_s,
+            "moved": all(after[s]["node_id"] != victim for s in lost_shards),
+            "acked": acked.accepted,
+            "found": sum(1 for a in ids if known[a].known),
+            "restored_agents": [after[s]["durability"]["restored_agents"] for s in lost_shards],
+        }
+    )
+    actors.teardown(namespace)
+    ray.shutdown()
+    shutil.rmtree(storage, ignore_errors=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> Report:
     args = base_parser(__doc__ or "").parse_args(argv)
     report = Report(
@@ -267,8 +379,13 @@ def main(argv: list[str] | None = None) -> Report:
     with section("3-node cluster: deploy, HTTP smoke, cross-node cost, sweep"):
         for attempt in range(3):
             # A node of a one-host cluster can lose a port race at start: start afresh.
-            with local_cluster() as address:
+            groups: dict[int, int] = {}
+            with local_cluster(groups=groups) as address:
                 r = run_driver(address, args.smoke)
+                if r["nodes"] == 3:
+                    # Last, as it takes a node down for good.
+                    by_index = {str(i): g for i, g in groups.items()}
+                    r["node_loss"] = run_driver(address, args.smoke, "node_loss", by_index)
             if r["nodes"] == 3:
                 break
             print(
@@ -290,6 +407,12 @@ def main(argv: list[str] | None = None) -> Report:
             ceiling=sw["ceiling"],
         )
     report.add("select 100 of 1,000 via client, 3 nodes, p95", r["select_ms"]["p95"], "ms")
+    loss = r.get("node_loss", {})
+    if loss.get("victim_found"):
+        report.add("node lost: selections answered degraded", loss["degraded_answers"], "answers")
+        report.add("node lost: slowest selection meanwhile", loss["slowest_select_s"], "s")
+        report.add("node lost: its shards answer again after", loss["back_s"] or -1, "s")
+        report.add("node lost: acknowledged signals found", loss["found"], f"of {loss['acked']}")
     report.finish(args.json)
     return report
 

@@ -225,7 +225,11 @@ class RouterCore:
         return {"metrics": self.metrics, "degraded_total": self.degraded_total}
 
     def describe(self) -> dict[str, Any]:
-        return {"num_shards": self.num_shards, "config": self.config.model_dump()}
+        return {
+            "num_shards": self.num_shards,
+            "config": self.config.model_dump(),
+            "node_id": _node_id(),
+        }
 
 
 class RouterActor(RouterCore):
@@ -239,6 +243,16 @@ class RouterActor(RouterCore):
 
     async def ping(self) -> bool:
         return True
+
+
+def _node_id() -> str | None:
+    """The Ray node this router runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return None
 
 
 def encode_cursor(rows: list[int | None]) -> str | None:

@@ -2,7 +2,8 @@
 
 Runs ``load/multinode.py`` in a subprocess: it starts its own nodes with one auth mode for
 every process, deploys shards spread over the nodes, runs the HTTP smoke and a short sweep,
-and stops only the processes it started.
+then kills a whole worker node holding a durable shard, and stops only the processes it
+started.
 """
 
 from __future__ import annotations
@@ -33,3 +34,12 @@ def test_three_node_cluster_deploy_http_smoke_and_sweep(tmp_path: Path) -> None:
     assert http["select_status"] == 200 and http["best"] == "mn-0" and http["shards_answered"] == 3
     assert http["ready"] == 200 and http["metrics_has_shards"] == 3
     assert all(s["throughput"] > 0 and s["ceiling"] > 0 for s in result["sweep"])
+    # A whole worker node holding a durable shard is killed: selections meanwhile answer
+    # degraded within the shard deadline (never hang), the shard restarts on another node
+    # from the shared storage, and every acknowledged signal is back.
+    loss = result["node_loss"]
+    assert loss["victim_found"], loss
+    assert loss["error_answers"] == 0 and loss["degraded_answers"] >= 1, loss
+    assert loss["slowest_select_s"] < 3 * loss["shard_deadline_s"] + 2.0, loss
+    assert loss["back_s"] is not None and loss["moved"], loss
+    assert loss["found"] == loss["acked"] == 600, loss
