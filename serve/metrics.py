@@ -119,6 +119,17 @@ class SnapshotCollector(Collector):
         )
         age.add_metric([], buckets=m.signal_age_s.cumulative(), sum_value=m.signal_age_s.total)
         yield age
+        yield CounterMetricFamily(
+            "coordination_wal_bytes",
+            "Bytes written to the shards' write-ahead logs.",
+            value=m.wal_bytes_total,
+        )
+        snap = HistogramMetricFamily(
+            "coordination_snapshot_duration_seconds",
+            "Time to take one shard snapshot (copy, encode, store).",
+        )
+        snap.add_metric([], buckets=m.snapshot_s.cumulative(), sum_value=m.snapshot_s.total)
+        yield snap
         up = GaugeMetricFamily(
             "coordination_shard_up", "1 if the shard answered this scrape.", labels=["shard"]
         )

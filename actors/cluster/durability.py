@@ -228,7 +228,13 @@ class ShardDurability:
                     self.dropped_tails.append(why)
                     log.warning("shard %d: WAL tail dropped, %s", self.shard_index, why)
             self.wal.open_segment(next_seq)
-            state.journal = self.wal.append
+            wal_writer, metrics = self.wal, state.metrics
+
+            def journal(record: bytes) -> None:
+                wal_writer.append(record)
+                metrics.wal_bytes_total += len(record)
+
+            state.journal = journal
             next_seq += 1
         # The sequence number of the next snapshot (and of the segment it starts).
         self.next_seq = next_seq
@@ -310,6 +316,7 @@ class ShardDurability:
         self.last_snapshot_at = time.time()
         self.last_snapshot_s = time.perf_counter() - t0
         self.last_snapshot_bytes = size
+        state.metrics.snapshot_s.observe(self.last_snapshot_s)
         await loop.run_in_executor(self._writer, self._prune, seq)  # big deletes take time
         return {"seq": seq, "bytes": size, "seconds": self.last_snapshot_s}
 

@@ -47,6 +47,7 @@ SELECTION_BUCKETS_S: tuple[float, ...] = (
     1.0,
 )
 SIGNAL_AGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+SNAPSHOT_BUCKETS_S: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @dataclass
@@ -101,6 +102,8 @@ class MetricsSnapshot:
     signal_age_s: Histogram = field(default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S))
     completed_total: dict[str, int] = field(default_factory=dict)
     assignments_expired: int = 0
+    wal_bytes_total: int = 0  # written to the write-ahead log
+    snapshot_s: Histogram = field(default_factory=lambda: Histogram(SNAPSHOT_BUCKETS_S))
     agents: int = 0
     live_signals: int = 0
     in_flight: int = 0
@@ -152,6 +155,8 @@ class MetricsSnapshot:
         return (
             sum(sum(t.values()) for t in tables)
             + self.assignments_expired
+            + self.wal_bytes_total
+            + self.snapshot_s.count
             + sum(h.count for h in (*self.registration_s.values(), *self.selection_s.values()))
             + self.signal_age_s.count
         )
@@ -177,6 +182,8 @@ class MetricsSnapshot:
             "selection_s": {k: hist(h) for k, h in self.selection_s.items()},
             "signal_age_s": hist(self.signal_age_s),
             "assignments_expired": self.assignments_expired,
+            "wal_bytes_total": self.wal_bytes_total,
+            "snapshot_s": hist(self.snapshot_s),
         }
 
     @classmethod
@@ -200,6 +207,9 @@ class MetricsSnapshot:
             fill(out.selection(k), raw)
         fill(out.signal_age_s, data.get("signal_age_s", [[0] * len(out.signal_age_s.counts), 0.0]))
         out.assignments_expired = int(data.get("assignments_expired", 0))
+        out.wal_bytes_total = int(data.get("wal_bytes_total", 0))
+        if "snapshot_s" in data:
+            fill(out.snapshot_s, data["snapshot_s"])
         return out
 
     def shortfall(self, newer: MetricsSnapshot) -> MetricsSnapshot:
@@ -225,6 +235,9 @@ class MetricsSnapshot:
         )
         out.signal_age_s.total = max(self.signal_age_s.total - newer.signal_age_s.total, 0.0)
         out.assignments_expired = max(self.assignments_expired - newer.assignments_expired, 0)
+        out.wal_bytes_total = max(self.wal_bytes_total - newer.wal_bytes_total, 0)
+        out.snapshot_s.counts[:] = np.maximum(self.snapshot_s.counts - newer.snapshot_s.counts, 0)
+        out.snapshot_s.total = max(self.snapshot_s.total - newer.snapshot_s.total, 0.0)
         return out
 
     def merge(self, other: MetricsSnapshot) -> None:
@@ -246,6 +259,8 @@ class MetricsSnapshot:
         self.live_signals += other.live_signals
         self.in_flight += other.in_flight
         self.assignments_expired += other.assignments_expired
+        self.wal_bytes_total += other.wal_bytes_total
+        self.snapshot_s.merge(other.snapshot_s)
 
 
 class Monotonic:
