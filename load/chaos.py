@@ -12,7 +12,6 @@ error answers (refused or failed calls, which the writer does not count as ackno
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -165,8 +164,5 @@ def main(argv: list[str] | None = None) -> Report:
             report.add(f"{name}: kill to ready, median", r["recovery_p50_s"], "s")
             report.add(f"{name}: kill to ready, max", r["recovery_max_s"], "s")
             report.add(f"{name}: kills", r["kills"], "kills")
-    report.finish(None)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({**report.to_json(), "modes": results}, fh, indent=2)
+    report.finish(args.json, {"modes": results})
     return report

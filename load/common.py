@@ -100,13 +100,14 @@ class Report:
             "figures": [asdict(f) | {"ratio": f.ratio} for f in self.figures],
         }
 
-    def finish(self, json_path: str | None) -> None:
+    def finish(self, json_path: str | None, extra: dict[str, Any] | None = None) -> None:
+        """Print the table; write the JSON (with ``extra``: raw results) when asked."""
         print()
         print(self.markdown())
         if json_path:
             os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
             with open(json_path, "w") as fh:
-                json.dump(self.to_json(), fh, indent=2, default=float)
+                json.dump({**self.to_json(), **(extra or {})}, fh, indent=2, default=float)
             print(f"\nwrote {json_path}")
 
 

@@ -17,7 +17,6 @@ python -m load durability [--smoke] [--json PATH] [--agents N] [--history H]
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import tempfile
@@ -239,8 +238,5 @@ def main(argv: list[str] | None = None) -> Report:
                 params={k: v for k, v in r.items() if k != "rate"},
             )
         recovery(report, storage, agents, history, max_s)
-    report.finish(None)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(report.to_json(), fh, indent=2, default=float)
+    report.finish(args.json)
     return report

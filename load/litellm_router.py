@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import time
 from typing import Any
@@ -174,8 +173,5 @@ def main(argv: list[str] | None = None) -> Report:
         )
         report.add(f"{name}: slow deployment's share", 100 * r["slow"].get("slow", 0) / n, "%")
         report.add(f"{name}: mean latency, slow scenario", r["slow_mean_ms"], "ms")
-    report.finish(None)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({**report.to_json(), "runs": out}, fh, indent=2)
+    report.finish(args.json, {"runs": out})
     return report

@@ -21,7 +21,6 @@ against observed frequency per bin).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,14 +201,7 @@ def main(argv: list[str] | None = None) -> Report:
                 f"  {b['bin']}: {b['cases']} cases, predicted {b['mean_predicted']}, "
                 f"observed {b['observed']}"
             )
-    report.finish(None)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {**report.to_json(), "predictors": results, "positives": int(truth.sum())},
-                fh,
-                indent=2,
-            )
+    report.finish(args.json, {"predictors": results, "positives": int(truth.sum())})
     return report
 
 

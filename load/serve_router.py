@@ -13,7 +13,6 @@ slow replica's capacity share, which an ideal router would not exceed by much.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -163,8 +162,5 @@ def main(argv: list[str] | None = None) -> Report:
     )
     for name, res in ((APP_DEFAULT, d), (APP_RIPPLE, r)):
         print(f"{name}: {res}")
-    report.finish(None)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({**report.to_json(), "runs": out}, fh, indent=2)
+    report.finish(args.json, {"runs": out})
     return report

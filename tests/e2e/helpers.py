@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -27,3 +30,17 @@ def wait_ready(url: str, timeout_s: float, proc: subprocess.Popen[str] | None = 
             pass
         time.sleep(1)
     return False
+
+
+def start_demo(port: int, state_dir: Path, seconds: float = 120) -> subprocess.Popen[bytes]:
+    """``ripple up --demo`` on loopback with its own Ray and its own state directory."""
+    cmd = [sys.executable, "-m", "serve.cli", "up", "--port", str(port), "--demo"]
+    cmd += ["--demo-seconds", str(seconds), "--log-level", "WARNING"]
+    cmd += ["--storage", str(state_dir)]
+    return subprocess.Popen(
+        cmd,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_ADDRESS": ""},
+    )

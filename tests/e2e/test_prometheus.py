@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from .helpers import free_port, wait_ready
+from .helpers import free_port, start_demo, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "prometheus.yml"
@@ -66,25 +65,7 @@ def test_promtool_and_a_real_prometheus_accept_config_metrics_and_dashboard(tmp_
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     port, prom_port = free_port(), free_port()
-    up = start(
-        [
-            sys.executable,
-            "-m",
-            "serve.cli",
-            "up",
-            "--port",
-            str(port),
-            "--demo",
-            "--demo-seconds",
-            "120",
-            "--log-level",
-            "WARNING",
-            "--storage",
-            str(tmp_path / "state"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
+    up = start_demo(port, tmp_path / "state")
     prom = None
     try:
         url = f"http://127.0.0.1:{port}"

@@ -7,17 +7,15 @@ and saves the screenshot the README shows (docs/ui.png)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .helpers import free_port, wait_ready
+from .helpers import free_port, start_demo, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOT = ROOT / "docs" / "ui.png"
@@ -29,27 +27,7 @@ def test_status_page_renders_the_fleet_in_chromium(tmp_path) -> None:
     if browser is None:
         pytest.skip("needs Debian's chromium (apt-get install -y chromium)")
     port = free_port()
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serve.cli",
-            "up",
-            "--port",
-            str(port),
-            "--demo",
-            "--demo-seconds",
-            "120",
-            "--log-level",
-            "WARNING",
-            "--storage",
-            str(tmp_path / "state"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "RAY_ADDRESS": ""},
-    )
+    up = start_demo(port, tmp_path / "state")
     try:
         url = f"http://127.0.0.1:{port}"
         assert wait_ready(url, 120, up), "ripple up --demo did not become ready"

@@ -18,9 +18,7 @@ import actors
 from actors.client.clients import RippleClient, wait_until_ready
 from actors.core.config import DurabilityConfig, ServiceConfig
 from actors.core.errors import RippleError
-from actors.core.partition import shard_of
-
-NUM_SHARDS = 2
+from load.chaos import NUM_SHARDS, owned_ids
 
 
 def deploy(namespace: str, storage: Path, **durability: object) -> RippleClient:
@@ -32,16 +30,6 @@ def deploy(namespace: str, storage: Path, **durability: object) -> RippleClient:
         durability=DurabilityConfig(storage_path=str(storage), **durability),  # type: ignore[arg-type]
     )
     return actors.deploy(config)
-
-
-def ids_on(shard: int, prefix: str, n: int) -> list[str]:
-    out, i = [], 0
-    while len(out) < n:
-        a = f"{prefix}-{i}"
-        if shard_of(a, NUM_SHARDS) == shard:
-            out.append(a)
-        i += 1
-    return out
 
 
 def shard_pid(client: RippleClient, shard: int) -> int:
@@ -60,7 +48,7 @@ def write_while_killing(client: RippleClient, prefix: str) -> tuple[list[str], i
         nonlocal refused
         batch_no = 0
         while not stop.is_set() and batch_no < 2000:
-            ids = ids_on(0, f"{prefix}{batch_no}", 20)
+            ids = owned_ids(0, f"{prefix}{batch_no}", 20)
             batch_no += 1
             try:
                 res = client.register(
@@ -124,7 +112,7 @@ def test_snapshot_mode_restores_the_last_snapshot_and_counters(ray_session, stor
     namespace = f"ripple-test-durable-snap-{os.getpid()}"
     client = deploy(namespace, storage, mode="snapshot", snapshot_interval_s=3600)
     try:
-        ids = ids_on(0, "s", 50)
+        ids = owned_ids(0, "s", 50)
         client.register([{"agent_id": a, "signal_type": "QUALITY", "value": 0.7} for a in ids])
         before = client.metrics_snapshot()["metrics"].signals_total["QUALITY"]
         shard = client.shard_handles[0]

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,16 @@ pytest.importorskip("pyarrow")
 moto_server = pytest.importorskip("moto.server")
 
 
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """A bucket on a loopback S3 server; its endpoint."""
@@ -28,14 +39,7 @@ def s3() -> Iterator[str]:
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://{endpoint}",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="ripple")
+    s3_client(endpoint).create_bucket(Bucket="ripple")
     yield endpoint
     server.stop()
 
@@ -58,13 +62,7 @@ def test_a_shard_restores_its_snapshot_from_s3_after_a_sigkill(ray_session, s3, 
         client.describe("s3-agent-7", max_concurrency=5, labels={"zone": "eu"})
         done = client.checkpoint()[0]
         assert done["bytes"] > 0
-        objects = boto3.client(
-            "s3",
-            endpoint_url=f"http://{s3}",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        ).list_objects_v2(Bucket="ripple", Prefix="state/shard-0/")
+        objects = s3_client(s3).list_objects_v2(Bucket="ripple", Prefix="state/shard-0/")
         # pyarrow marks the folder with an empty "shard-0/" object; the snapshot is the file.
         names = [o["Key"] for o in objects.get("Contents", []) if not o["Key"].endswith("/")]
         assert names == [f"state/shard-0/snap-{done['seq']:012d}.npz"], names
