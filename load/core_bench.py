@@ -243,13 +243,18 @@ def bench_memory(report: Report, n_agents: int) -> None:
     names = agent_names(n_agents)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    state = ShardState(ShardConfig(initial_capacity=n_agents))
+    # The default capacity, grown as agents arrive 500 at a time (DESIGN §8): arrays
+    # sized up front to exactly n agents would hide the slack that growth leaves.
+    state = ShardState(ShardConfig())
     populate(
         state,
         names,
         signals_per_type=(state.config.history_size + NUM_DIMENSIONS - 1) // NUM_DIMENSIONS,
+        chunk=500,
     )
-    used = tracemalloc.get_traced_memory()[0] - base
+    used, peak = tracemalloc.get_traced_memory()
+    used -= base
+    peak -= base
     tracemalloc.stop()
     full = int((state.table["hlen"][: len(state)] == state.config.history_size).mean() * 100)
     report.add(
@@ -261,6 +266,8 @@ def bench_memory(report: Report, n_agents: int) -> None:
             "agents": n_agents,
             "full_history_pct": full,
             "array_bytes_per_agent": state.array_bytes() / n_agents,
+            "peak_bytes_per_agent": peak / n_agents,
+            "capacity_rows": state.table.capacity,
         },
     )
 

@@ -7,8 +7,9 @@
 For each S it deploys S fresh shards, drives ingest from C load-generator Ray tasks (each
 a client sending columnar batches, 1,000 signals per shard call, straight to the owning
 shards), measures select latency (100 of 1,000) from the driver under that load, and
-then repeats the ingest with
-S null shards (same client, same batches, shards that do nothing): the same-run ceiling.
+then repeats the ingest with S null shards (same client, same batches, shards that do
+nothing, and the same select loop running meanwhile): the same-run ceiling. Only accepted
+signals count; each aggregate rate is over one wall-clock window.
 """
 
 from __future__ import annotations
@@ -25,9 +26,20 @@ from load.common import Report, base_parser, percentiles_ms, section
 BATCH = 1_000
 
 
+Window = dict[str, Any]
+
+
+def aggregate_rate(windows: list[Window]) -> float:
+    """Accepted signals of every generator over one wall-clock window, from the first
+    generator's start to the last one's end (DESIGN §8): dividing by the longest single
+    generator's duration would ignore that they did not start together."""
+    span = max(w["end"] for w in windows) - min(w["start"] for w in windows)
+    return sum(w["accepted"] for w in windows) / span
+
+
 def _generator(
     handles: list[Any], num_shards: int, seconds: float, max_batches: int, seed: int, nice: int = 0
-) -> tuple[int, float]:
+) -> Window:
     """Body of one load-generator task: send batches for ``seconds`` (bounded by count too).
 
     Each batch holds ``BATCH`` signals per shard, so every shard call carries about 1,000
@@ -55,22 +67,36 @@ def _generator(
     ]
     client = AsyncRippleClient(handles, handles, ServiceConfig(num_shards=num_shards))
 
-    async def run() -> tuple[int, float]:
-        done, sent = 0, 0
+    async def run() -> Window:
+        accepted, rejected, sent = 0, 0, 0
         deadline = time.perf_counter() + seconds
 
         async def worker() -> None:
-            nonlocal done, sent
+            nonlocal accepted, rejected, sent
             while sent < max_batches and time.perf_counter() < deadline:
                 sent += 1
                 res = await client.register_columns(batches[sent % len(batches)])
-                done += res.accepted + len(res.rejected)
+                accepted += res.accepted
+                rejected += len(res.rejected)
 
-        t0 = time.perf_counter()
+        # Wall-clock times, comparable across the generator processes of one host.
+        start = time.time()
         await asyncio.gather(*(worker() for _ in range(4)))
-        return done, time.perf_counter() - t0
+        return {"accepted": accepted, "rejected": rejected, "start": start, "end": time.time()}
 
     return asyncio.run(run())
+
+
+def start_generators(
+    handles: list[Any], generators: int, seconds: float, max_batches: int, nice: int = 0
+) -> list[Any]:
+    """Launch the load-generator tasks; their refs (each gives a ``Window``)."""
+    import ray
+
+    task: Any = ray.remote(num_cpus=0.1)(_generator)
+    return [
+        task.remote(handles, len(handles), seconds, max_batches, g, nice) for g in range(generators)
+    ]
 
 
 def drive(
@@ -78,13 +104,31 @@ def drive(
 ) -> float:
     import ray
 
-    task: Any = ray.remote(num_cpus=0.1)(_generator)
-    refs = [
-        task.remote(handles, len(handles), seconds, max_batches, g, nice) for g in range(generators)
-    ]
-    results = ray.get(refs)
-    # Aggregate rate: all signals over the longest generator's wall time (they run together).
-    return sum(n for n, _ in results) / max(t for _, t in results)
+    return aggregate_rate(
+        ray.get(start_generators(handles, generators, seconds, max_batches, nice))
+    )
+
+
+def under_load(
+    client: Any,
+    handles: list[Any],
+    sets: list[list[str]],
+    generators: int,
+    seconds: float,
+    nice: int,
+) -> tuple[float, list[float]]:
+    """Ingest into ``handles`` while the driver selects on ``client``'s shards: a measured
+    run and its ceiling carry the same select loop (like for like)."""
+    import ray
+
+    refs = start_generators(handles, generators, seconds, 10**6, nice)
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline and len(lat) < 5_000:
+        t0 = time.perf_counter()
+        client.select(candidates=sets[len(lat) % 16], k=1, assign=False)
+        lat.append(time.perf_counter() - t0)
+    return aggregate_rate(ray.get(refs)), lat
 
 
 def sweep(
@@ -118,27 +162,16 @@ def sweep(
             client.register_arrays(ids, np.zeros(1000, int), np.random.default_rng(s).random(1000))
             rng = np.random.default_rng(0)
             sets = [[ids[j] for j in rng.choice(1000, 100, replace=False)] for _ in range(16)]
-            # Select latency measured while the generators push ingest load.
-            task: Any = ray.remote(num_cpus=0.1)(_generator)
-            refs = [
-                task.remote(client.shard_handles, s, seconds, 10**6, g, nice)
-                for g in range(generators)
-            ]
-            lat: list[float] = []
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline and len(lat) < 5_000:
-                t0 = time.perf_counter()
-                client.select(candidates=sets[len(lat) % 16], k=1, assign=False)
-                lat.append(time.perf_counter() - t0)
-            results = ray.get(refs)
-            throughput = sum(n for n, _ in results) / max(t for _, t in results)
+            throughput, lat = under_load(
+                client, client.shard_handles, sets, generators, seconds, nice
+            )
             null_cls: Any = ray.remote(NullShard)
             nulls = [
                 null_cls.options(num_cpus=0.1, scheduling_strategy="SPREAD").remote(i)
                 for i in range(s)
             ]
             ray.get([n.ping.remote() for n in nulls])
-            ceiling = drive(nulls, generators, seconds, 10**6, nice)
+            ceiling, _ = under_load(client, nulls, sets, generators, seconds, nice)
             for n in nulls:
                 ray.kill(n)
             actors.teardown(ns)
