@@ -27,7 +27,6 @@ NAMESPACE = "ripple-http-bench"
 
 
 def start(port: int, shards: int) -> None:
-    from fastapi import FastAPI, Request
     from ray import serve
 
     import actors
@@ -57,20 +56,7 @@ def start(port: int, shards: int) -> None:
         name="ripple-auth",
         route_prefix="/auth",
     )
-    null_app = FastAPI()
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
-    @serve.ingress(null_app)
-    class Null:
-        @null_app.post("/signal")
-        async def signal(self, request: Request) -> dict[str, Any]:
-            await request.json()
-            return {"accepted": 1, "rejected": []}
-
-        @null_app.post("/batch")
-        async def batch(self, request: Request) -> dict[str, Any]:
-            body = await request.json()
-            return {"accepted": len(body["signals"]), "rejected": []}
+    from load.null_http import Null
 
     serve.run(Null.bind(), name="null", route_prefix="/null")  # type: ignore[attr-defined]
 
