@@ -134,7 +134,7 @@ def _float_column(raw: Any, name: str, structural: dict[int, tuple[str, str]]) -
     return out
 
 
-def _timestamp_column(raw: Any, structural: dict[int, tuple[str, str]]) -> np.ndarray:
+def timestamp_column(raw: Any, structural: dict[int, tuple[str, str]]) -> np.ndarray:
     """Unix seconds; NaN inside the columns means "not given" (time of receipt). A given
     NaN, boolean or numeric string is a structural error, as in the pydantic model."""
     items = raw.tolist() if isinstance(raw, np.ndarray) else list(raw)
@@ -192,7 +192,7 @@ def columns_from_dicts(items: Sequence[Any]) -> SignalColumns:
             [d.get("confidence", 1.0) for d in dicts], "confidence", structural
         ),
         ttls_s=_float_column([d.get("ttl_s", DEFAULT_TTL_S) for d in dicts], "ttl_s", structural),
-        timestamps_s=_timestamp_column([d.get("timestamp") for d in dicts], structural),
+        timestamps_s=timestamp_column([d.get("timestamp") for d in dicts], structural),
         structural=structural,
     )
 
@@ -233,7 +233,7 @@ def columns_from_arrays(
         timestamps_s=(
             np.full(n, np.nan)
             if timestamps_s is None
-            else _timestamp_column(timestamps_s, structural)
+            else timestamp_column(timestamps_s, structural)
         ),
         structural=structural,
     )
