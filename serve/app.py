@@ -5,7 +5,10 @@ body in ``serve.errors``. Batch posts go straight to the owning shards; single-s
 are coalesced with ``@serve.batch`` into one batched shard call.
 """
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -111,9 +114,27 @@ class RippleIngress:
         # `serve run` / `serve deploy`, so every way of starting gives the same service.
         deploy_actors(self.config)
         self.client: AsyncRippleClient = connect_async(namespace=self.config.namespace)
+        # Selections and scores fan out from this replica to the shards (the router
+        # actors' logic, one hop less); its counters are pushed to the router actors every
+        # second and before each scrape, so /metrics on any replica counts them once.
+        self.router = self.client.local_router()
+        self.source = f"replica-{os.getpid()}-{os.urandom(4).hex()}"
+        self._pusher: asyncio.Task[None] | None = None
         batcher: Any = self._batched_register
         batcher.set_max_batch_size(http.batch_max_size)
         batcher.set_batch_wait_timeout_s(http.batch_wait_timeout_s)
+
+    def _ensure_pusher(self) -> None:
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.get_running_loop().create_task(self._push_forever())
+
+    async def _push_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.client.push_metrics(self.source, self.router)
+            except Exception as exc:  # the next push carries the same cumulative counts
+                log.debug("pushing selection counters failed: %s", exc)
 
     def _caller(self, request: Request, *roles: Role, agent_id: str | None = None) -> Principal:
         principal = authenticate(request.headers.get("authorization"), self.secret)
@@ -237,7 +258,8 @@ class RippleIngress:
     )
     async def select(self, request: Request, req: SelectRequest) -> Response:
         self._caller(request, "router")
-        result = await self.client.select_request(req)
+        self._ensure_pusher()
+        result = await self.router.select(req)
         if req.assign:  # the status page's own read-only selections are not news
             self.recent.appendleft(
                 {
@@ -262,7 +284,7 @@ class RippleIngress:
     @app.post("/v1/scores", response_model=ScoresResult, responses=WRITE)
     async def scores(self, request: Request, req: ScoresRequest) -> Response:
         self._caller(request, "router")
-        return _json(await self.client.scores_request(req))
+        return _json(await self.router.scores(req))
 
     # ------------------------------------------------------------------ agents
     @app.get("/v1/agents/{agent_id}", response_model=AgentView, responses=AGENT_READ)
@@ -355,6 +377,8 @@ class RippleIngress:
     async def metrics(self, request: Request) -> Response:
         if self.config.metrics_require_admin:
             self._caller(request)
+        with contextlib.suppress(RippleError):  # this replica's latest counts first
+            await self.client.push_metrics(self.source, self.router)
         body, content_type = render_metrics(await self.client.metrics_snapshot())
         return Response(body, media_type=content_type)
 

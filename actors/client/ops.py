@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from actors.cluster.adapter import Fanout, Gathered, RayTransport
+from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
 from actors.core.errors import Unavailable
@@ -107,13 +108,29 @@ class ClientOps:
         self._router_cycle = itertools.cycle(range(len(routers)))
         self._owner: dict[str, int] = {}
         self._monotonic = Monotonic()
-        self._router_degraded: dict[int, int] = {}
+        self._router_degraded: dict[str, int] = {}
+        self._pushed_sources: set[str] = set()
 
     # ---------------------------------------------------------------- plumbing
     def _router_op(self, method: str, *args: Any) -> Op[Any]:
         j = next(self._router_cycle)
         got = yield self._routers, {j: (method, args)}
         return Fanout.one(got, j)
+
+    def local_router(self) -> RouterCore:
+        """A router in this process over the same shard fan-out (the logic the router
+        actors run), for a caller that should not pay the hop through a router actor."""
+        return RouterCore(self._shards, self.config)
+
+    async def push_metrics(self, source: str, router: RouterCore) -> None:
+        """Give every router actor ``router``'s cumulative counters, so scrapes anywhere
+        count its selections once (a lost push is made good by the next one)."""
+        await self._routers.gather(
+            {
+                j: ("absorb", (source, router.metrics, router.degraded_total))
+                for j in range(len(self.router_handles))
+            }
+        )
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
@@ -285,7 +302,19 @@ class ClientOps:
             f"router-{j}": (routers.results[j]["metrics"] if j in routers.results else None)
             for j in range(len(self.router_handles))
         }
-        self._router_degraded |= {j: r["degraded_total"] for j, r in routers.results.items()}
+        self._router_degraded |= {
+            f"router-{j}": r["degraded_total"] for j, r in routers.results.items()
+        }
+        # Counters of routers outside the actors (Serve replicas fanning out themselves),
+        # pushed to every router: one source each, however many routers relay it. A source
+        # no router relays this time keeps its last counts (Monotonic).
+        for r in routers.results.values():
+            for source, pushed in r.get("pushed", {}).items():
+                fresh[f"pushed-{source}"] = pushed["metrics"]
+                self._router_degraded[f"pushed-{source}"] = pushed["degraded_total"]
+        for source in self._pushed_sources - {k for k in fresh if k.startswith("pushed-")}:
+            fresh[source] = None
+        self._pushed_sources |= {k for k in fresh if k.startswith("pushed-")}
         return {
             "metrics": self._monotonic.total(fresh),
             "shard_up": {s: s in shards.results for s in range(self.num_shards)},

@@ -40,6 +40,9 @@ class RouterCore:
         self.rng = np.random.default_rng(seed)
         self.metrics = MetricsSnapshot()
         self.degraded_total = 0
+        # Counters pushed by routers that live elsewhere (a Serve replica fanning out
+        # itself), latest per source: every scrape through any router sees them all.
+        self.pushed: dict[str, dict[str, Any]] = {}
 
     @property
     def num_shards(self) -> int:
@@ -221,8 +224,17 @@ class RouterCore:
         }
 
     async def own_metrics(self) -> dict[str, Any]:
-        """This router's own counters (selections it merged, degraded answers)."""
-        return {"metrics": self.metrics, "degraded_total": self.degraded_total}
+        """This router's own counters (selections it merged, degraded answers), and the
+        latest counters each outside router pushed here."""
+        return {
+            "metrics": self.metrics,
+            "degraded_total": self.degraded_total,
+            "pushed": dict(self.pushed),
+        }
+
+    async def absorb(self, source: str, metrics: MetricsSnapshot, degraded_total: int) -> None:
+        """Keep an outside router's cumulative counters (each push replaces the last)."""
+        self.pushed[source] = {"metrics": metrics, "degraded_total": degraded_total}
 
     def describe(self) -> dict[str, Any]:
         return {

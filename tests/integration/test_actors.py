@@ -297,3 +297,33 @@ def test_killed_shard_degrades_then_recovers(client, ray_session, namespace) -> 
     assert stats["ready"] and stats["shards_up"] == 3
     after = client.select(k=5)
     assert not after.degraded and after.shards_answered == 3
+
+
+def test_a_local_router_selects_without_the_router_hop_and_is_counted_once(client) -> None:
+    """What a Serve replica does: fan out itself, push its counters to every router."""
+    import asyncio
+
+    from actors.client.clients import connect_async
+
+    local_client = connect_async(client.config.namespace)
+    local = local_client.local_router()
+    client.register(
+        [{"agent_id": f"loc-{i}", "signal_type": "LOAD", "value": 0.1} for i in range(5)]
+    )
+
+    def selections() -> int:
+        return sum(client.metrics_snapshot()["metrics"].selections_total.values())
+
+    async def select_and_push(n: int) -> None:
+        for _ in range(n):
+            res = await local.select(SelectRequest(k=1, strategy="best", assign=False))
+            assert res.selected and res.shards_answered == 3
+        await local_client.push_metrics("test-replica", local)
+
+    before = selections()
+    asyncio.run(select_and_push(3))
+    assert selections() == before + 3  # relayed by both routers, counted once
+    asyncio.run(select_and_push(0))  # the same cumulative counts again
+    assert selections() == before + 3
+    asyncio.run(select_and_push(1))
+    assert selections() == before + 4
