@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--storage", default=None, help="where state goes (default: a temp dir)")
     args = parser.parse_args(argv)
-    kills = 3 if args.smoke else args.kills
-    modes = ["wal always", "none"] if args.smoke else args.modes
+    kills = 2 if args.smoke else args.kills
+    modes = ["wal always"] if args.smoke else args.modes
     report = Report("chaos", {"kills_per_mode": kills, "shards": NUM_SHARDS, "smoke": args.smoke})
     ensure_ray(None)
     results: dict[str, Any] = {}

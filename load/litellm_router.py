@@ -101,7 +101,9 @@ def slow_models(call_s: float = 0.05) -> list[dict[str, Any]]:
     ]
 
 
-def run_all(namespace: str, n: int, call_s: float, concurrency: int = 6) -> dict[str, Any]:
+def run_all(
+    namespace: str, n: int, call_s: float, concurrency: int = 6, peers: tuple[str, ...] = PEERS
+) -> dict[str, Any]:
     """Every strategy through both scenarios; Ripple (``namespace``) must be up."""
     import litellm
 
@@ -109,7 +111,7 @@ def run_all(namespace: str, n: int, call_s: float, concurrency: int = 6) -> dict
     from serve.litellm_strategy import RippleRoutingStrategy
 
     out: dict[str, Any] = {}
-    for name in ("ripple", *PEERS):
+    for name in ("ripple", *peers):
         models = failover_models(call_s)
         router = make_router(models, None if name == "ripple" else name)
         strategy = None
@@ -156,7 +158,9 @@ def main(argv: list[str] | None = None) -> Report:
     ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
     try:
         actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1))
-        out = run_all(namespace, n, args.call_s)
+        # Smoke (CI): one peer is enough to show the script runs end to end.
+        peers = PEERS[:1] if args.smoke else PEERS
+        out = run_all(namespace, n, args.call_s, peers=peers)
     finally:
         actors.teardown(namespace)
         ray.shutdown()

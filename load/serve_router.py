@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--slow-factor", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
-    n = 300 if args.smoke else args.requests
+    n = 150 if args.smoke else args.requests
     namespace = "ripple-bench-serve-router"
     ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
     try:
