@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from actors.cluster.storage import Storage, is_uri, open_storage
-from actors.core import persistence, wal
+from actors.core import persistence, recovery, wal
 from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import InvalidInput
 from actors.core.state import ShardState
@@ -221,7 +221,7 @@ class ShardDurability:
                 if seq < self.snap_seq:
                     continue
                 decoded = wal.decode(path.read_bytes())
-                for _ in state.replay(decoded.records):
+                for _ in recovery.replay(state, decoded.records):
                     self.replayed_records += 1
                 if decoded.torn:
                     why = f"{path.name}: {decoded.torn}"
@@ -290,9 +290,9 @@ class ShardDurability:
             try:
                 # The copies are allocated and their pages touched in the writer thread
                 # first: faulting in fresh memory during the copy cost 5 ms per piece.
-                layout = state.snapshot_layout()
+                layout = recovery.snapshot_layout(state)
                 spare = await loop.run_in_executor(self._writer, _allocate, layout)
-                arrays, meta, large = state.snapshot_parts()
+                arrays, meta, large = recovery.snapshot_parts(state)
                 if self.wal is not None:
                     self.wal.open_segment(seq)
                 self.next_seq = seq + 1

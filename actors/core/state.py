@@ -8,7 +8,8 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``inflight``: assignments, completions and the load estimate between reports;
 - ``metadata``: labels (``describe``);
 - ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
-- ``prediction``: overload trends; ``persistence``: the snapshot format;
+- ``prediction``: overload trends; ``persistence``: the snapshot format; ``recovery``:
+  snapshots in steps and WAL replay (``wal``: the record format);
 - ``metrics``: counters and histograms, recorded here after each verb.
 """
 
@@ -388,7 +389,8 @@ class ShardState:
         return self.table.nbytes()
 
     # ------------------------------------------------------------------ snapshot
-    def _snapshot_extra(self) -> dict[str, Any]:
+    def snapshot_extra(self) -> dict[str, Any]:
+        """What a snapshot holds besides the arrays: in-flight records, labels, counters."""
         return {
             "inflight": self.inflight.records(),
             "labels": {a: dict(m) for a, m in self.labels.by_agent.items()},
@@ -398,64 +400,8 @@ class ShardState:
     def snapshot(self) -> bytes:
         """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
         return persistence.dump(
-            self.table, self.config.history_size, self._snapshot_extra(), self._clock()
+            self.table, self.config.history_size, self.snapshot_extra(), self._clock()
         )
-
-    def snapshot_layout(self, copy_below_bytes: int = 1 << 20) -> dict[str, tuple[Any, Any]]:
-        """Shape and dtype of each array ``snapshot_parts`` leaves to the host to copy, so
-        it can allocate (and fault in) the copies beforehand, off its event loop."""
-        n = self.table.n
-        return {
-            k: (a[..., :n].shape, a.dtype)
-            for k, a in self.table.arrays.items()
-            if a[..., :n].nbytes >= copy_below_bytes
-        }
-
-    def snapshot_parts(
-        self, copy_below_bytes: int = 1 << 20
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str]]:
-        """A snapshot in two steps, for a host that must not stop for the whole copy: the
-        header and every array under ``copy_below_bytes`` copied now, the larger ones as
-        views, named in the list, for the host to copy in pieces. Those large arrays (the
-        signals and the history) change only by ingest, describe, delete and sweep: the
-        host holds those back until its copy is done, and the snapshot is the state as of
-        this call. Assignments and completions change only the small arrays and the
-        in-flight records, copied here, so selections go on meanwhile."""
-        arrays, meta = persistence.parts(
-            self.table, self.config.history_size, self._snapshot_extra(), self._clock()
-        )
-        large = [k for k, a in arrays.items() if a.nbytes >= copy_below_bytes]
-        for k, a in arrays.items():
-            if k not in large:
-                arrays[k] = a.copy()
-        return arrays, meta, large
-
-    def replay(self, records: list[wal.Record]) -> Iterator[int]:
-        """Apply WAL records in order, each at its own time; yields after each so a host
-        can report progress. The journal is off meanwhile (nothing is logged twice)."""
-        journal, clock = self.journal, self._clock
-        self.journal = None
-        try:
-            for i, rec in enumerate(records):
-                self._clock = _Stopped(rec.t)
-                args = rec.args
-                if rec.op == "ingest":
-                    self.ingest(wal.ingest_columns(rec))
-                elif rec.op == "assign":
-                    self.assign_with_ids([(a, aid) for a, aid in args["pairs"]])
-                elif rec.op == "complete":
-                    self.complete(args["agent"], args["id"], args["ok"], args["duration_s"])
-                elif rec.op == "describe":
-                    self.describe(args["agent"], args["max_concurrency"], args["labels"])
-                elif rec.op == "delete":
-                    self.delete(args["agent"])
-                elif rec.op == "sweep":
-                    self.sweep()
-                else:
-                    raise ValueError(f"unknown WAL op {rec.op!r}")
-                yield i
-        finally:
-            self.journal, self._clock = journal, clock
 
     @classmethod
     def restore(
@@ -497,13 +443,3 @@ class ShardState:
         state.metrics.merge(counted)
         state.metrics.restored_base = counted
         return state
-
-
-class _Stopped:
-    """A clock stopped at the time a WAL record was made."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actors.core import wal
+from actors.core import recovery, wal
 from actors.core.config import ShardConfig
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
@@ -59,7 +59,7 @@ def test_replay_rebuilds_the_same_state(clock) -> None:
         "ingest", "assign", "describe", "complete", "assign", "complete", "delete", "sweep",
         "ingest",
     ]  # fmt: skip
-    list(replayed.replay(records.records))
+    list(recovery.replay(replayed, records.records))
     assert views(replayed) == views(state)
     assert replayed.table.ids == state.table.ids
     for name, arr in state.table.arrays.items():
@@ -76,7 +76,7 @@ def test_open_assignment_ids_survive_a_replay(clock) -> None:
     state.ingest_dicts([sig("a", "LOAD", 0.1)])
     aid = state.assign(["a"])["a"]
     replayed = ShardState(clock=clock)
-    list(replayed.replay(wal.decode(wal.SEGMENT_HEADER + b"".join(log)).records))
+    list(recovery.replay(replayed, wal.decode(wal.SEGMENT_HEADER + b"".join(log)).records))
     done = replayed.complete("a", aid)
     assert done.released and done.assignment_id == aid
 
