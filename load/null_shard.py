@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from actors.cluster.adapter import PickledCalls
 from actors.core.columns import SignalColumns
 from actors.core.config import ShardConfig
 from actors.core.models import IngestResult
 
 
-class NullShard:
+class NullShard(PickledCalls):
     """The benchmark ceiling: accepts the same batches and does nothing with them."""
 
     def __init__(self, shard_index: int = 0, config: ShardConfig | None = None) -> None:

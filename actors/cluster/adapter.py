@@ -8,7 +8,9 @@ tested without a cluster.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import pickle
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -140,6 +142,23 @@ class Fanout:
             )
 
 
+class PickledCalls:
+    """Mixed into every actor ``RayTransport`` calls: ``call`` runs one of the actor's
+    methods on arguments the caller pickled and pickles the answer.
+
+    Ray ships bytes (and ints, strings, lists) with msgpack, but anything else (a
+    pydantic model, a dataclass, a numpy array) through its pickle-5 path with
+    out-of-band buffers, at a fixed cost of 0.1-0.2 ms per object each way here: half as
+    much again as an empty actor call for a one-signal batch or a shard's part of a
+    selection. Plain pickle of the same objects takes about 10 µs."""
+
+    async def call(self, method: str, blob: bytes) -> bytes:
+        result = getattr(self, method)(*pickle.loads(blob))
+        if inspect.isawaitable(result):
+            result = await result
+        return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 class RayTransport:
     """Calls named shard actors. Handles are resolved once and cached (the shard map)."""
 
@@ -148,7 +167,8 @@ class RayTransport:
         self.num_shards = len(self.handles)
 
     def submit(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
-        return getattr(self.handles[shard], method).remote(*args)
+        blob = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.handles[shard].call.remote(method, blob)
 
     def wait(self, refs: list[Any], timeout_s: float) -> tuple[list[Any], list[Any]]:
         import ray
@@ -159,10 +179,10 @@ class RayTransport:
     def get(self, ref: Any) -> Any:
         import ray
 
-        return ray.get(ref)
+        return pickle.loads(ray.get(ref))
 
     async def _await(self, ref: Any) -> Any:
-        return await ref
+        return pickle.loads(await ref)
 
     def is_outage(self, exc: BaseException) -> bool:
         import ray.exceptions as rex

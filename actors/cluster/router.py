@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.cluster.adapter import Fanout, Gathered
+from actors.cluster.adapter import Fanout, Gathered, PickledCalls
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
@@ -244,7 +244,7 @@ class RouterCore:
         }
 
 
-class RouterActor(RouterCore):
+class RouterActor(PickledCalls, RouterCore):
     """Ray actor shell: builds the Ray transport from the shard handles it is given."""
 
     def __init__(self, shard_handles: list[Any], config: ServiceConfig) -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+from actors.cluster.adapter import PickledCalls
 from actors.cluster.durability import ShardDurability
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import SignalColumns
@@ -63,7 +64,7 @@ def rss_bytes() -> int:
         return 0
 
 
-class ShardActor:
+class ShardActor(PickledCalls):
     def __init__(
         self,
         shard_index: int,

@@ -60,6 +60,15 @@ class SignalColumns:
     def __len__(self) -> int:
         return len(self.agent_ids)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the numbers as one bytes object, not five arrays: Ray ships each numpy
+        array as an out-of-band buffer at a fixed cost (0.1-0.2 ms a call here), which
+        made a one-signal call half as slow again as an empty one."""
+        packed = np.empty((5, len(self)), np.float64)
+        packed[0].view(np.int64)[:] = self.type_codes  # the codes' bits, unchanged
+        packed[1:] = (self.values, self.confidences, self.ttls_s, self.timestamps_s)
+        return (_columns_from_wire, (self.agent_ids, packed.tobytes(), self.structural))
+
     @classmethod
     def concat(cls, parts: list[SignalColumns]) -> SignalColumns:
         """One batch of several, in order; ``structural`` indices shift with their part."""
@@ -93,6 +102,16 @@ class SignalColumns:
             timestamps_s=self.timestamps_s[positions],
             structural={where[p]: e for p, e in self.structural.items() if p in where},
         )
+
+
+def _columns_from_wire(
+    agent_ids: list[Any], packed: bytes, structural: dict[int, tuple[str, str]]
+) -> SignalColumns:
+    rows = np.frombuffer(packed, np.float64).reshape(5, len(agent_ids))
+    codes, values, confidences, ttls_s, timestamps_s = rows
+    return SignalColumns(
+        agent_ids, codes.view(np.int64), values, confidences, ttls_s, timestamps_s, structural
+    )
 
 
 def _type_code(t: Any) -> int:

@@ -6,7 +6,7 @@ Split from ``models`` to keep each module readable; ``models`` re-exports these 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -52,6 +52,19 @@ class RejectedItem(BaseModel):
 class IngestResult(BaseModel):
     accepted: int
     rejected: list[RejectedItem] = Field(default_factory=list)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as plain tuples: a pydantic model's own pickle state costs more than
+        the answer to a one-signal call is worth (it travels back from every shard)."""
+        rows = [(r.index, r.error, r.field) for r in self.rejected]
+        return (_ingest_result_from_wire, (self.accepted, rows))
+
+
+def _ingest_result_from_wire(
+    accepted: int, rows: list[tuple[int, str, str | None]]
+) -> IngestResult:
+    rejected = [RejectedItem.model_construct(index=i, error=e, field=f) for i, e, f in rows]
+    return IngestResult.model_construct(accepted=accepted, rejected=rejected)
 
 
 class LiveSignal(BaseModel):
