@@ -23,7 +23,7 @@ from actors.client import AsyncRippleClient, connect_async
 from actors.client.buffer import partial_failure
 from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
-from actors.core.config import ServiceConfig
+from actors.core.config import HttpConfig, ServiceConfig
 from actors.core.decode import columns_from_json
 from actors.core.errors import InvalidInput, NotFound, RippleError, Unavailable
 from actors.core.models import (
@@ -421,6 +421,16 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     config = ServiceConfig.load(**(args or {}))
     ingress: Any = RippleIngress
     return ingress.options(
-        ray_actor_options={"num_cpus": config.http.replica_num_cpus},
+        ray_actor_options=replica_actor_options(config.http),
         max_ongoing_requests=config.http.max_ongoing_requests,
     ).bind(config.to_args())
+
+
+def replica_actor_options(http: HttpConfig) -> dict[str, Any]:
+    """The replica's Ray options; the null endpoint of the HTTP benchmark takes the same,
+    so its ceiling runs on the same replica machinery."""
+    options: dict[str, Any] = {"num_cpus": http.replica_num_cpus}
+    if http.user_code_in_main_loop:  # read by Serve when the replica process starts
+        env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+        options["runtime_env"] = {"env_vars": env}
+    return options
