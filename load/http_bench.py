@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ from serve.auth import issue_token
 AUTH_SECRET = "http-bench-secret-" + "x" * 32
 AGENT_TOKEN = issue_token(AUTH_SECRET, "agent", ["agent-*"], ttl_s=3600)
 NAMESPACE = "ripple-http-bench"
+ROUNDS = 4  # alternating windows of the ceiling and the measured endpoint
+WARMUP = 20  # requests of each endpoint before the first window, not counted
 
 
 def start(port: int, shards: int) -> None:
@@ -56,24 +59,27 @@ def start(port: int, shards: int) -> None:
         name="ripple-auth",
         route_prefix="/auth",
     )
+    from actors.core.config import HttpConfig
     from load.null_http import Null
+    from serve.app import replica_actor_options
 
-    serve.run(Null.bind(), name="null", route_prefix="/null")  # type: ignore[attr-defined]
+    null: Any = Null
+    null = null.options(ray_actor_options=replica_actor_options(HttpConfig()))
+    serve.run(null.bind(), name="null", route_prefix="/null")
 
 
 async def load_loop(
     client: httpx.AsyncClient, make: Any, concurrency: int, count: int, max_s: float
-) -> tuple[float, list[float], int]:
-    """Successful requests/s, their latencies, and the error answers, of ``count``
-    requests at ``concurrency``, bounded by ``max_s`` (DESIGN §8: an error answer is
-    neither a request served nor a latency)."""
-    latencies: list[float] = []
-    errors = 0
+) -> Measured:
+    """``count`` requests at ``concurrency``, bounded by ``max_s``: the successful ones'
+    latencies, the error answers apart (DESIGN §8: an error answer is neither a request
+    served nor a latency), and the wall-clock window."""
+    out = Measured()
     deadline = time.perf_counter() + max_s
     issued = 0
 
     async def worker() -> None:
-        nonlocal issued, errors
+        nonlocal issued
         while issued < count and time.perf_counter() < deadline:
             issued += 1
             method, url, body, *rest = make(issued)
@@ -81,13 +87,138 @@ async def load_loop(
             t0 = time.perf_counter()
             r = await client.request(method, url, json=body, headers=headers)
             if r.status_code >= 400:
-                errors += 1
+                out.errors += 1
             else:
-                latencies.append(time.perf_counter() - t0)
+                out.latencies.append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies) / (time.perf_counter() - t0), latencies, errors
+    out.window_s = time.perf_counter() - t0
+    return out
+
+
+@dataclass
+class Measured:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    window_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by process group
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.window_s if self.window_s else 0.0
+
+    def add(self, other: Measured) -> None:
+        self.latencies += other.latencies
+        self.errors += other.errors
+        self.window_s += other.window_s
+        for group, used in other.cpu_s.items():
+            self.cpu_s[group] = self.cpu_s.get(group, 0.0) + used
+
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        served = max(len(self.latencies), 1)
+        return {g: round(used / served * 1e3, 3) for g, used in self.cpu_s.items()}
+
+
+# Where the time goes: CPU seconds of each group of local processes, found by the titles
+# Ray gives its workers. On 2 cores every request's CPU, in any process, is taken from
+# all the others, so CPU per request predicts the throughput ratio.
+PROCESS_GROUPS = {
+    "proxy": "ray::ProxyActor",
+    "ripple replica": "ray::ServeReplica:ripple:RippleIngress",
+    "null replica": "ray::ServeReplica:null:",
+    "shards": "ray::ShardActor",
+    "routers": "ray::RouterActor",
+    "raylet + gcs": "/raylet",
+}
+
+
+def process_groups() -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {g: [] for g in PROCESS_GROUPS}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for group, marker in PROCESS_GROUPS.items():
+            if marker in cmdline or (group == "raylet + gcs" and "gcs_server" in cmdline):
+                found[group].append(int(entry))
+    found["client"] = [os.getpid()]
+    return found
+
+
+def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for group, pids in groups.items():
+        total = 0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+            except (OSError, IndexError, ValueError):
+                continue
+        out[group] = total / tick
+    return out
+
+
+async def measure_window(
+    client: httpx.AsyncClient,
+    make: Any,
+    concurrency: int,
+    count: int,
+    max_s: float,
+    groups: dict[str, list[int]] | None,
+) -> Measured:
+    before = cpu_seconds(groups) if groups else {}
+    got = await load_loop(client, make, concurrency, count, max_s)
+    if groups:
+        after = cpu_seconds(groups)
+        got.cpu_s = {g: after[g] - before[g] for g in groups}
+    return got
+
+
+async def compare(
+    client: httpx.AsyncClient,
+    ceiling: Any,
+    measured: Any,
+    concurrency: int,
+    count: int,
+    max_s: float,
+    rounds: int = ROUNDS,
+    groups: dict[str, list[int]] | None = None,
+) -> tuple[Measured, Measured]:
+    """The ceiling and the measured endpoint in alternating windows after a warm-up of
+    each, so both see the same machine: run one after the other in a single window each,
+    whichever went second met a different background (the Ray processes' periodic work,
+    a replica's first calls) and the ratio moved by ±0.1 between runs."""
+    await load_loop(client, ceiling, concurrency, WARMUP, max_s)
+    await load_loop(client, measured, concurrency, WARMUP, max_s)
+    ceil, value = Measured(), Measured()
+    n, window_s = count // rounds, max_s / rounds
+    for _ in range(rounds):
+        ceil.add(await measure_window(client, ceiling, concurrency, n, window_s, groups))
+        value.add(await measure_window(client, measured, concurrency, n, window_s, groups))
+    return ceil, value
+
+
+def add_cpu(report: Report, name: str, ceiling: Measured, measured: Measured) -> None:
+    """CPU per successful request in the service's processes (the load generator apart),
+    Ripple beside the null endpoint, with each process group's share in the params."""
+    if not measured.cpu_s:
+        return
+    mine, null = measured.cpu_ms_per_request(), ceiling.cpu_ms_per_request()
+    report.add(
+        f"CPU per request, {name}",
+        sum(v for g, v in mine.items() if g != "client"),
+        "ms",
+        ceiling=sum(v for g, v in null.items() if g != "client"),
+        params={"ripple_ms": mine, "null_ms": null},
+    )
 
 
 async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> None:
@@ -96,6 +227,7 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
     the same proxy. There is then no batch ceiling."""
     max_s = 3.0 if smoke else 10.0
     rng = np.random.default_rng(0)
+    groups = process_groups() if with_null else None  # a service elsewhere: no CPU view
     async with httpx.AsyncClient(
         base_url=url,
         timeout=30,
@@ -117,20 +249,22 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
         for conc in (1, 16, 64):
             with section(f"single-signal POST, concurrency {conc}"):
                 count = 100 if smoke else 3000
-                ceil_rps, ceil_lat, _ = await load_loop(c, null_one, conc, count, max_s)
-                rps, lat, errs = await load_loop(c, one, conc, count, max_s)
-                p, pc = percentiles_ms(lat), percentiles_ms(ceil_lat)
+                ceil, got = await compare(c, null_one, one, conc, count, max_s, groups=groups)
                 report.add(
                     f"single-signal POST req/s, concurrency {conc}",
-                    rps,
+                    got.rate,
                     "req/s",
-                    ceiling=ceil_rps,
+                    ceiling=ceil.rate,
                     target="≥ 80% of null endpoint",
-                    params={"errors": errs},
+                    params={"errors": got.errors},
                 )
                 report.add(
-                    f"single-signal POST p95, concurrency {conc}", p["p95"], "ms", ceiling=pc["p95"]
+                    f"single-signal POST p95, concurrency {conc}",
+                    percentiles_ms(got.latencies)["p95"],
+                    "ms",
+                    ceiling=percentiles_ms(ceil.latencies)["p95"],
                 )
+                add_cpu(report, f"single-signal POST, concurrency {conc}", ceil, got)
 
         batch = {
             "signals": [
@@ -138,70 +272,71 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
                 for i, v in enumerate(rng.random(1000))
             ]
         }
+
+        def post_batch(path: str, headers: dict[str, str] | None = None) -> Any:
+            return lambda i: ("POST", path, batch, headers)
+
         with section("batch POST of 1,000 signals"):
             n = 30 if smoke else 300
-            ceil_rps, _, _ = await load_loop(
-                c, lambda i: ("POST", "/null/batch", batch), 4, n if with_null else 0, max_s
-            )
-            rps, _, errs = await load_loop(c, lambda i: ("POST", "/v1/signals", batch), 4, n, max_s)
+            if with_null:
+                ceil, got = await compare(
+                    c,
+                    post_batch("/null/batch"),
+                    post_batch("/v1/signals"),
+                    4,
+                    n,
+                    max_s,
+                    groups=groups,
+                )
+            else:
+                ceil, got = Measured(), await load_loop(c, post_batch("/v1/signals"), 4, n, max_s)
             report.add(
                 "HTTP batch ingest, 1,000 per POST",
-                rps * 1000,
+                got.rate * 1000,
                 "signals/s",
-                ceiling=ceil_rps * 1000 if with_null else None,
+                ceiling=ceil.rate * 1000 if with_null else None,
                 target="≥ 100,000 signals/s",
-                params={"errors": errs},
+                params={"errors": got.errors},
             )
+            add_cpu(report, "batch POST of 1,000", ceil, got)
         if with_null:
             with section("batch POST of 1,000 signals, auth on (an agent token for agent-*)"):
                 auth = {"Authorization": f"Bearer {AGENT_TOKEN}"}
-                secured, _, errs_auth = await load_loop(
-                    c, lambda i: ("POST", "/auth/v1/signals", batch, auth), 4, n, max_s
+                # The reference is the same service with auth off, in alternating windows.
+                off, on = await compare(
+                    c, post_batch("/v1/signals"), post_batch("/auth/v1/signals", auth), 4, n, max_s
                 )
-                # The same-run reference is the auth-off figure just above.
                 report.add(
                     "HTTP batch ingest with auth, 1,000 per POST",
-                    secured * 1000,
+                    on.rate * 1000,
                     "signals/s",
-                    ceiling=rps * 1000,
+                    ceiling=off.rate * 1000,
                     target="within 10% of auth off",
-                    params={"errors": errs_auth},
+                    params={"errors": on.errors},
                 )
 
         with section("select 100 of 1,000 over HTTP"):
             ids = [f"agent-{i}" for i in range(1000)]
             sets = [[ids[j] for j in rng.choice(1000, 100, replace=False)] for _ in range(32)]
             n = 100 if smoke else 2000
-            _, ceil_lat, _ = await load_loop(
-                c,
-                lambda i: (
-                    null_one(i)
-                    if not with_null
-                    else ("POST", "/null/signal", {"candidates": sets[i % 32]})
-                ),
-                1,
-                n,
-                max_s,
-            )
-            _, lat, errs = await load_loop(
-                c,
-                lambda i: (
-                    "POST",
-                    "/v1/select",
-                    {"candidates": sets[i % 32], "k": 1, "assign": False},
-                ),
-                1,
-                n,
-                max_s,
-            )
-            p, pc = percentiles_ms(lat), percentiles_ms(ceil_lat)
+
+            def null_select(i: int) -> tuple[str, str, Any]:
+                if not with_null:
+                    return null_one(i)
+                return "POST", "/null/signal", {"candidates": sets[i % 32]}
+
+            def select(i: int) -> tuple[str, str, Any]:
+                return "POST", "/v1/select", {"candidates": sets[i % 32], "k": 1, "assign": False}
+
+            ceil, got = await compare(c, null_select, select, 1, n, max_s, groups=groups)
             report.add_percentiles(
                 "select 100 of 1,000 over HTTP",
-                p,
-                floor_ms=pc,
+                percentiles_ms(got.latencies),
+                floor_ms=percentiles_ms(ceil.latencies),
                 p95_target="p95 ≤ null p95 + 3 ms",
-                params={"errors": errs},
+                params={"errors": got.errors},
             )
+            add_cpu(report, "select 100 of 1,000", ceil, got)
 
 
 def main(argv: list[str] | None = None) -> Report:
