@@ -16,18 +16,16 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from ray import serve
 
 from actors.client import AsyncRippleClient, connect_async
-from actors.client.buffer import partial_failure
 from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
 from actors.core.config import HttpConfig, ServiceConfig
 from actors.core.decode import columns_from_json
-from actors.core.errors import InvalidInput, NotFound, RippleError, Unavailable
+from actors.core.errors import NotFound, RippleError, Unavailable
 from actors.core.models import (
-    MAX_SIGNALS_PER_BATCH,
     AgentView,
     CompleteRequest,
     CompleteResult,
@@ -35,7 +33,6 @@ from actors.core.models import (
     IngestResult,
     OverloadPrediction,
     PredictParams,
-    RejectedItem,
     ScoresRequest,
     ScoresResult,
     SelectRequest,
@@ -45,6 +42,14 @@ from actors.core.models import (
 from serve import errors
 from serve.auth import Principal, Role, authenticate, require
 from serve.errors import RETRY_AFTER_S, ErrorBody, documented
+from serve.ingest import (
+    forbidden_items,
+    ingest_response,
+    parse_envelope,
+    per_post,
+    per_post_failed,
+    with_forbidden,
+)
 from serve.metrics import render_metrics
 from serve.openapi import (
     AGENT_READ,
@@ -58,19 +63,9 @@ from serve.openapi import (
 )
 
 log = logging.getLogger(__name__)
-FORBIDDEN_ITEM = "forbidden: not one of the token's agents"
 RECENT_SELECTIONS = 50
 UI_PAGE = (Path(__file__).parent / "static" / "ui.html").read_text()
 _limit = {"max_body_bytes": ServiceConfig().http.max_body_bytes}  # set by the replica
-
-
-class SignalsBody(BaseModel):
-    """Only the envelope is validated here: items are checked one by one by the core, so
-    one bad signal is reported by index instead of failing the whole batch."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    signals: list[Any] = Field(..., min_length=1, max_length=MAX_SIGNALS_PER_BATCH)
 
 
 app = FastAPI(
@@ -85,17 +80,6 @@ def _json(model: BaseModel) -> Response:
     """Serialise a result built by the core directly: the ``response_model`` documents it,
     and re-validating what the core just built would only add latency to the hot path."""
     return Response(model.model_dump_json(), media_type="application/json")
-
-
-def _ingest_response(result: IngestResult, forbidden_only: bool = False) -> JSONResponse:
-    body = {"accepted": result.accepted, "rejected": [r.model_dump() for r in result.rejected]}
-    if not result.rejected:
-        status = 200
-    elif result.accepted:
-        status = 207
-    else:
-        status = 403 if forbidden_only else 422
-    return JSONResponse(body, status_code=status)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
@@ -157,29 +141,14 @@ class RippleIngress:
         if fast is not None and (
             principal.role == "admin" or all(map(principal.may_write, fast.agent_ids))
         ):
-            return _ingest_response(await self.client.register_columns(fast))
-        try:
-            body = SignalsBody.model_validate_json(raw)
-        except ValueError as exc:
-            details: list[dict[str, Any]] = list(getattr(exc, "errors", lambda: [])())
-            raise InvalidInput(
-                'body must be {"signals": [...]} with 1 to 10,000 items',
-                [
-                    {"field": ".".join(map(str, e.get("loc", ()))), "reason": e.get("msg", "")}
-                    for e in details
-                ],
-            ) from exc
-        items = body.signals
+            return ingest_response(await self.client.register_columns(fast))
+        items = parse_envelope(raw)
         if principal.role == "admin":
-            return _ingest_response(await self.client.register_columns(columns_from_dicts(items)))
+            return ingest_response(await self.client.register_columns(columns_from_dicts(items)))
         # An agent token's items for other agents are refused here, never sent on.
-        forbidden = [
-            i
-            for i, item in enumerate(items)
-            if not principal.may_write(item.get("agent_id") if isinstance(item, dict) else None)
-        ]
+        forbidden = forbidden_items(items, principal.may_write)
         if not forbidden:
-            return _ingest_response(await self.client.register_columns(columns_from_dicts(items)))
+            return ingest_response(await self.client.register_columns(columns_from_dicts(items)))
         refused = set(forbidden)
         allowed = [i for i in range(len(items)) if i not in refused]
         result = IngestResult.model_construct(accepted=0, rejected=[])
@@ -187,16 +156,8 @@ class RippleIngress:
             result = await self.client.register_columns(
                 columns_from_dicts([items[i] for i in allowed])
             )
-        rejected = [r.model_copy(update={"index": allowed[r.index]}) for r in result.rejected]
-        rejected += [
-            RejectedItem(
-                index=i, field="agent_id", error="forbidden: not one of the token's agents"
-            )
-            for i in forbidden
-        ]
-        rejected.sort(key=lambda r: r.index)
-        merged = IngestResult.model_construct(accepted=result.accepted, rejected=rejected)
-        return _ingest_response(merged, forbidden_only=not result.rejected)
+        merged = with_forbidden(result, allowed, forbidden)
+        return ingest_response(merged, forbidden_only=not result.rejected)
 
     @serve.batch(max_batch_size=1000, batch_wait_timeout_s=0.0)
     async def _batched_register(
@@ -205,30 +166,8 @@ class RippleIngress:
         try:
             merged = await self.client.register_columns(columns_from_dicts(items))
         except Unavailable as exc:
-            # Only the items of the shards that did not answer failed; the others were
-            # applied, and their callers must hear so (a retry would duplicate them).
-            told = partial_failure(exc, len(items))
-            failed, rejected = (
-                told if told is not None else (dict.fromkeys(range(len(items)), exc.message), [])
-            )
-            refused = {r["index"]: r["error"] for r in rejected}
-            return [
-                Unavailable(exc.message, [{"field": "signal", "reason": failed[i]}])
-                if i in failed
-                else IngestResult(
-                    accepted=0, rejected=[RejectedItem(index=0, error=refused[i], field=None)]
-                )
-                if i in refused
-                else IngestResult(accepted=1)
-                for i in range(len(items))
-            ]
-        by_index = {r.index: r for r in merged.rejected}
-        return [
-            IngestResult(accepted=0, rejected=[by_index[i].model_copy(update={"index": 0})])
-            if i in by_index
-            else IngestResult(accepted=1)
-            for i in range(len(items))
-        ]
+            return per_post_failed(exc, len(items))
+        return per_post(merged, len(items))
 
     @app.post(
         "/v1/agents/{agent_id}/signals",
@@ -247,7 +186,7 @@ class RippleIngress:
         result = await self._batched_register(item)
         if isinstance(result, Unavailable):
             raise result
-        return _ingest_response(result)
+        return ingest_response(result)
 
     # ------------------------------------------------------------------ routing
     @app.post(
