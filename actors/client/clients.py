@@ -11,7 +11,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.client.buffer import SignalBuffer
-from actors.client.ops import ClientOps, Op
+from actors.client.ops import ClientOps, FanOut, Op
+from actors.cluster.adapter import drive, drive_sync
 from actors.cluster.deployment import deploy_actors, locate
 from actors.core.config import ServiceConfig
 
@@ -41,12 +42,7 @@ class RippleClient(ClientOps):
     """Blocking client, for drivers, tasks and threads."""
 
     def _run(self, op: Op[T]) -> T:
-        try:
-            fanout, calls = next(op)
-            while True:
-                fanout, calls = op.send(fanout.gather_sync(calls))
-        except StopIteration as done:
-            return done.value
+        return drive_sync(op)
 
     register = _sync(ClientOps.register_op)
     register_arrays = _sync(ClientOps.register_arrays_op)
@@ -66,6 +62,8 @@ class RippleClient(ClientOps):
     checkpoint = _sync(ClientOps.checkpoint_op)
     stats = _sync(ClientOps.stats_op)
     metrics_snapshot = _sync(ClientOps.metrics_snapshot_op)
+    push_metrics = _sync(ClientOps.push_metrics_op)
+    flush_metrics = _sync(ClientOps.flush_metrics_op)
 
     def buffer(
         self, max_batch: int = 1_000, flush_interval_s: float = 0.05, max_pending: int = 100_000
@@ -81,12 +79,7 @@ class AsyncRippleClient(ClientOps):
     """``async`` client, for async actors, Serve replicas and asyncio programs."""
 
     async def _arun(self, op: Op[T]) -> T:
-        try:
-            fanout, calls = next(op)
-            while True:
-                fanout, calls = op.send(await fanout.gather(calls))
-        except StopIteration as done:
-            return done.value
+        return await drive(op)
 
     register = _async(ClientOps.register_op)
     register_arrays = _async(ClientOps.register_arrays_op)
@@ -106,19 +99,31 @@ class AsyncRippleClient(ClientOps):
     checkpoint = _async(ClientOps.checkpoint_op)
     stats = _async(ClientOps.stats_op)
     metrics_snapshot = _async(ClientOps.metrics_snapshot_op)
+    push_metrics = _async(ClientOps.push_metrics_op)
+    flush_metrics = _async(ClientOps.flush_metrics_op)
 
 
 def connect(
-    namespace: str = "ripple", address: str | None = None, timeout_s: float = 10.0
+    namespace: str = "ripple",
+    address: str | None = None,
+    timeout_s: float = 10.0,
+    fan_out: FanOut = "router",
 ) -> RippleClient:
-    """Attach to a running deployment by name, from a driver, a task or another job."""
-    return RippleClient(*locate(namespace, address, timeout_s))
+    """Attach to a running deployment by name, from a driver, a task or another job.
+
+    ``fan_out="local"``: selections and scores go from this process straight to the
+    shards, one actor hop instead of two (a router actor's work, done here); its counters
+    are pushed to the routers at most once a second, and by ``flush_metrics()``."""
+    return RippleClient(*locate(namespace, address, timeout_s), fan_out=fan_out)
 
 
 def connect_async(
-    namespace: str = "ripple", address: str | None = None, timeout_s: float = 10.0
+    namespace: str = "ripple",
+    address: str | None = None,
+    timeout_s: float = 10.0,
+    fan_out: FanOut = "router",
 ) -> AsyncRippleClient:
-    return AsyncRippleClient(*locate(namespace, address, timeout_s))
+    return AsyncRippleClient(*locate(namespace, address, timeout_s), fan_out=fan_out)
 
 
 def deploy(

@@ -11,12 +11,14 @@ client; selections, scores and predictions go through a router, which fans out a
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Sequence
-from typing import Any, TypeVar
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from actors.cluster.adapter import Fanout, Gathered, RayTransport
+from actors.cluster.adapter import Calls, Fanout, Gathered, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
@@ -40,11 +42,9 @@ from actors.core.models import (
 )
 from actors.core.partition import owners, partition
 
-T = TypeVar("T")
-Calls = dict[int, tuple[str, tuple[Any, ...]]]
-# Yields (fanout, calls), is sent the Gathered answers, returns the method's result.
-Op = Generator[tuple[Fanout, Calls], Gathered, T]
 WeightsArg = Weights | dict[str, float] | None
+FanOut = Literal["router", "local"]
+PUSH_INTERVAL_S = 1.0  # how often a fanning-out client's counters reach the routers
 
 
 def _weights(weights: WeightsArg) -> Weights | None:
@@ -96,7 +96,11 @@ class ClientOps:
     """The shared state and the ops of both clients."""
 
     def __init__(
-        self, routers: Sequence[Any], shards: Sequence[Any], config: ServiceConfig
+        self,
+        routers: Sequence[Any],
+        shards: Sequence[Any],
+        config: ServiceConfig,
+        fan_out: FanOut = "router",
     ) -> None:
         self.config = config
         self.num_shards = len(shards)
@@ -110,6 +114,14 @@ class ClientOps:
         self._monotonic = Monotonic()
         self._router_degraded: dict[str, int] = {}
         self._pushed_sources: set[str] = set()
+        # fan_out="local": selections and scores fan out from this process (one hop, not
+        # two); its counters reach the routers as a Serve replica's do (pushed, counted
+        # once), at most once a second on use and on ``flush_metrics``.
+        if fan_out not in ("router", "local"):
+            raise ValueError(f"fan_out must be 'router' or 'local', got {fan_out!r}")
+        self._local = self.local_router() if fan_out == "local" else None
+        self.source = f"client-{os.getpid()}-{os.urandom(4).hex()}"
+        self._pushed_at = time.monotonic()
 
     # ---------------------------------------------------------------- plumbing
     def _router_op(self, method: str, *args: Any) -> Op[Any]:
@@ -122,15 +134,31 @@ class ClientOps:
         actors run), for a caller that should not pay the hop through a router actor."""
         return RouterCore(self._shards, self.config)
 
-    async def push_metrics(self, source: str, router: RouterCore) -> None:
+    def _absorb_calls(self, source: str, router: RouterCore) -> Calls:
+        return {
+            j: ("absorb", (source, router.metrics, router.degraded_total))
+            for j in range(len(self.router_handles))
+        }
+
+    def push_metrics_op(self, source: str, router: RouterCore) -> Op[None]:
         """Give every router actor ``router``'s cumulative counters, so scrapes anywhere
         count its selections once (a lost push is made good by the next one)."""
-        await self._routers.gather(
-            {
-                j: ("absorb", (source, router.metrics, router.degraded_total))
-                for j in range(len(self.router_handles))
-            }
-        )
+        yield self._routers, self._absorb_calls(source, router)
+
+    def flush_metrics_op(self) -> Op[None]:
+        """With ``fan_out="local"``: push this client's selection counters now (before a
+        scrape that must include them, or before the process ends)."""
+        if self._local is not None:
+            self._pushed_at = time.monotonic()
+            yield from self.push_metrics_op(self.source, self._local)
+
+    def _push_if_due(self) -> None:
+        """Fire and forget, at most once a second: the answer is not awaited."""
+        assert self._local is not None
+        if time.monotonic() - self._pushed_at >= PUSH_INTERVAL_S:
+            self._pushed_at = time.monotonic()
+            for j, (method, args) in self._absorb_calls(self.source, self._local).items():
+                self._routers.transport.submit(j, method, args)
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
@@ -150,6 +178,10 @@ class ClientOps:
         return (yield from self.register_columns_op(columns))
 
     def select_request_op(self, req: SelectRequest) -> Op[SelectResult]:
+        if self._local is not None:
+            picked = yield from self._local.select_op(req)
+            self._push_if_due()
+            return picked
         result: SelectResult = yield from self._router_op("select", req)
         return result
 
@@ -171,6 +203,8 @@ class ClientOps:
         return (yield from self.select_request_op(req))
 
     def scores_request_op(self, req: ScoresRequest) -> Op[ScoresResult]:
+        if self._local is not None:
+            return (yield from self._local.scores_op(req))
         result: ScoresResult = yield from self._router_op("scores", req)
         return result
 

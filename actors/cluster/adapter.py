@@ -11,9 +11,9 @@ import asyncio
 import inspect
 import logging
 import pickle
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from actors.core.errors import DeadlineExceeded, InternalError, RippleError, Unavailable
 
@@ -157,6 +157,33 @@ class PickledCalls:
         if inspect.isawaitable(result):
             result = await result
         return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+T = TypeVar("T")
+Calls = dict[int, tuple[str, tuple[Any, ...]]]
+# An "op": the logic of one call, written once for every caller (sans-I/O, as h11 does
+# it). It yields (fanout, calls), is sent the Gathered answers, and returns the result.
+Op = Generator[tuple[Fanout, Calls], Gathered, T]
+
+
+def drive_sync(op: Op[T]) -> T:
+    """Run ``op`` blocking (drivers, tasks, threads)."""
+    try:
+        fanout, calls = next(op)
+        while True:
+            fanout, calls = op.send(fanout.gather_sync(calls))
+    except StopIteration as done:
+        return done.value
+
+
+async def drive(op: Op[T]) -> T:
+    """Run ``op`` on the running event loop (actors, Serve replicas, asyncio programs)."""
+    try:
+        fanout, calls = next(op)
+        while True:
+            fanout, calls = op.send(await fanout.gather(calls))
+    except StopIteration as done:
+        return done.value
 
 
 class RayTransport:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.cluster.adapter import Fanout, Gathered, PickledCalls
+from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
@@ -62,28 +62,32 @@ class RouterCore:
                 calls[s] = ("partial_select", (sub,))
         return calls
 
-    async def select(self, req: SelectRequest) -> SelectResult:
+    def select_op(self, req: SelectRequest) -> Op[SelectResult]:
+        """The selection as an op (``actors.cluster.adapter.Op``): the router actor and a
+        Serve replica drive it awaiting, the sync client blocking."""
         t0 = time.perf_counter()
-        calls = self._select_calls(req)
-        got = await self.fanout.gather(calls)
+        got = yield self.fanout, self._select_calls(req)
         self.fanout.all_ok(got)
         parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
         result, chosen = merge_partials(
             parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
         )
         if req.assign and result.selected:
-            await self._assign(result)
+            yield from self._assign(result)
         self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
         return result
 
-    async def _assign(self, result: SelectResult) -> None:
+    async def select(self, req: SelectRequest) -> SelectResult:
+        return await drive(self.select_op(req))
+
+    def _assign(self, result: SelectResult) -> Op[None]:
         """Record the tasks on the owners. A shard that misses the deadline leaves its
         agents without an assignment id: chosen, but not counted in flight."""
         by_shard: dict[int, list[str]] = {}
         for s in result.selected:
             if s.known:
                 by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
-        got = await self.fanout.gather({s: ("assign", (ids,)) for s, ids in by_shard.items()})
+        got = yield self.fanout, {s: ("assign", (ids,)) for s, ids in by_shard.items()}
         if got.degraded:
             self._log_degraded("assign", got)
         ids = {a: aid for part in got.results.values() for a, aid in part.items()}
@@ -107,13 +111,16 @@ class RouterCore:
         )
 
     async def scores(self, req: ScoresRequest) -> ScoresResult:
+        return await drive(self.scores_op(req))
+
+    def scores_op(self, req: ScoresRequest) -> Op[ScoresResult]:
         ids = list(dict.fromkeys(req.agent_ids))
         calls = {
             s: ("scores", ([ids[i] for i in pos.tolist()], req.weights))
             for s, pos in enumerate(partition(ids, self.num_shards))
             if len(pos)
         }
-        got = await self.fanout.gather(calls)
+        got = yield self.fanout, calls
         self.fanout.all_ok(got)
         if got.degraded:
             self._log_degraded("scores", got)

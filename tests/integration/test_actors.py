@@ -327,3 +327,29 @@ def test_a_local_router_selects_without_the_router_hop_and_is_counted_once(clien
     assert selections() == before + 3
     asyncio.run(select_and_push(1))
     assert selections() == before + 4
+
+
+def test_a_client_fanning_out_itself_assigns_and_is_counted_once(client) -> None:
+    """``fan_out="local"``: one hop to the shards, the same answers, counters pushed."""
+    from actors.client.clients import connect
+
+    local = connect(client.config.namespace, fan_out="local")
+    ids = [f"fan-{i}" for i in range(6)]
+    client.register([{"agent_id": a, "signal_type": "LOAD", "value": 0.2} for a in ids])
+
+    def selections() -> int:
+        return sum(client.metrics_snapshot()["metrics"].selections_total.values())
+
+    before = selections()
+    picked = local.select(candidates=ids, k=2)  # assigning, the default
+    assert len(picked.selected) == 2 and picked.shards_answered == picked.shards_total
+    assert all(s.assignment_id for s in picked.selected)
+    # The tasks are recorded on the owning shards, where every other router sees them.
+    assert client.agent(picked.selected[0].agent_id).in_flight == 1
+    assert set(local.scores(ids).scores) == set(ids)
+    local.flush_metrics()
+    assert selections() == before + 1
+    local.flush_metrics()  # the same cumulative counts again: still counted once
+    assert selections() == before + 1
+    with pytest.raises(ValueError, match="fan_out"):
+        connect(client.config.namespace, fan_out="sideways")  # type: ignore[arg-type]
