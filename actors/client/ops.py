@@ -11,6 +11,7 @@ client; selections, scores and predictions go through a router, which fans out a
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from actors.core.models import (
 from actors.core.partition import owners, partition
 
 WeightsArg = Weights | dict[str, float] | None
+log = logging.getLogger(__name__)
 FanOut = Literal["router", "local"]
 PUSH_INTERVAL_S = 1.0  # how often a fanning-out client's counters reach the routers
 
@@ -122,6 +124,7 @@ class ClientOps:
         self._local = self.local_router() if fan_out == "local" else None
         self.source = f"client-{os.getpid()}-{os.urandom(4).hex()}"
         self._pushed_at = time.monotonic()
+        self._pushes: list[Any] = []
 
     # ---------------------------------------------------------------- plumbing
     def _router_op(self, method: str, *args: Any) -> Op[Any]:
@@ -153,12 +156,28 @@ class ClientOps:
             yield from self.push_metrics_op(self.source, self._local)
 
     def _push_if_due(self) -> None:
-        """Fire and forget, at most once a second: the answer is not awaited."""
+        """At most once a second, without waiting for the answers (a selection must not
+        wait on the routers); the previous push's answers are collected now."""
         assert self._local is not None
-        if time.monotonic() - self._pushed_at >= PUSH_INTERVAL_S:
-            self._pushed_at = time.monotonic()
-            for j, (method, args) in self._absorb_calls(self.source, self._local).items():
-                self._routers.transport.submit(j, method, args)
+        if time.monotonic() - self._pushed_at < PUSH_INTERVAL_S:
+            return
+        self._pushed_at = time.monotonic()
+        self._reap_pushes()
+        transport = self._routers.transport
+        calls = self._absorb_calls(self.source, self._local)
+        self._pushes = [transport.submit(j, method, args) for j, (method, args) in calls.items()]
+
+    def _reap_pushes(self) -> None:
+        """Take the answers of earlier pushes that have arrived: a router that was down
+        is a debug line here (the next push carries the same counts), not an answer
+        nobody read, which Ray reports as an unhandled error."""
+        transport = self._routers.transport
+        ready, self._pushes = transport.wait(self._pushes, 0.0) if self._pushes else ([], [])
+        for ref in ready:
+            try:
+                transport.get(ref)
+            except Exception as exc:
+                log.debug("pushing selection counters to a router failed: %s", exc)
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
