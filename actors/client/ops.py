@@ -5,7 +5,8 @@ Every method is a generator (an "op") that yields the Ray calls it needs, as
 sync client drives an op with ``Fanout.gather_sync``, the async client with ``await
 Fanout.gather``; that is the only difference between them (sans-I/O, as h11 and
 hyper-h2 do it). Signals go straight to the owning shards, like a Redis Cluster smart
-client; selections, scores and predictions go through a router, which fans out and merges.
+client; selections, scores and predictions go through a router, which fans out and merges
+(with ``fan_out="local"``, selections and scores run the router's own ops here instead).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class ClientOps:
         self._reap_pushes()
         transport = self._routers.transport
         calls = self._absorb_calls(self.source, self._local)
-        self._pushes = [transport.submit(j, method, args) for j, (method, args) in calls.items()]
+        self._pushes += [transport.submit(j, method, args) for j, (method, args) in calls.items()]
 
     def _reap_pushes(self) -> None:
         """Take the answers of earlier pushes that have arrived: a router that was down
