@@ -5,7 +5,8 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``table``: agent id <-> row, and every per-row array (swap-remove moves them all);
 - ``signals``: live signals and their decayed scores;
 - ``history``: the bounded ring of recent signals per agent;
-- ``inflight``: assignments, completions and the load estimate between reports;
+- ``inflight``: assignments, completions and the load estimate between reports
+  (``task_verbs``: the verbs that record them: assign, report_tasks, complete);
 - ``metadata``: labels (``describe``);
 - ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
 - ``prediction``: overload trends; ``persistence``: the snapshot format; ``recovery``:
@@ -35,7 +36,6 @@ from actors.core.models import (
     LOAD_CODE,
     AgentScore,
     AgentView,
-    CompleteResult,
     DescribeRequest,
     IngestResult,
     OverloadPrediction,
@@ -50,9 +50,10 @@ from actors.core.prediction import Predictor
 from actors.core.selection import Scorer, partial_select
 from actors.core.signals import LiveSignals
 from actors.core.table import AgentTable
+from actors.core.task_verbs import TaskVerbs
 
 
-class ShardState:
+class ShardState(TaskVerbs):
     """All live signals, history, assignments and metadata of the agents one shard owns."""
 
     def __init__(
@@ -174,56 +175,6 @@ class ShardState:
             req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0
         )
         return result
-
-    def assign(self, agent_ids: Sequence[str]) -> dict[str, str]:
-        """Record one in-flight task on each known agent; unknown ones get no state.
-        Returns the assignment id of each agent assigned."""
-        return dict(self.assign_with_ids([(a, None) for a in agent_ids]))
-
-    def assign_with_ids(self, pairs: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
-        """``assign`` with the id of each task given (None: a new one); a WAL replay
-        gives back the ids handed out before. Returns (agent, id) of each task opened."""
-        now = self._clock()
-        out = []
-        for a, wanted in pairs:
-            r = self.table.row(a)
-            if r is not None:
-                aid = self.inflight.assign(a, r, now, wanted)
-                if aid is not None:
-                    out.append((a, aid))
-        if out and self.journal is not None:
-            self.journal(wal.encode("assign", now, {"pairs": out}))
-        return out
-
-    def report_tasks(
-        self, assigned: Sequence[str], completed: Sequence[tuple[str, bool, float | None]]
-    ) -> dict[str, int]:
-        """Tasks that a router outside Ripple placed and saw end (the Serve request router,
-        the LiteLLM strategy), in one call: each id in ``assigned`` opens a task on that
-        agent if it is known; each ``(agent_id, ok, duration_s)`` closes its oldest one."""
-        opened = len(self.assign_with_ids([(a, None) for a in assigned]))
-        released = sum(self.complete(a, None, ok, d).released for a, ok, d in completed)
-        return {"assigned": opened, "released": released}
-
-    def complete(
-        self,
-        agent_id: str,
-        assignment_id: str | None = None,
-        ok: bool = True,
-        duration_s: float | None = None,
-    ) -> CompleteResult:
-        """A task ended: the load estimate drops now, not at the next LOAD report. An
-        unknown agent gets ``released: false`` and no state."""
-        r = self.table.row(agent_id)
-        if r is None:
-            return CompleteResult(released=False, assignment_id=assignment_id)
-        now = self._clock()
-        if self.journal is not None:
-            args = {"agent": agent_id, "id": assignment_id, "ok": ok, "duration_s": duration_s}
-            self.journal(wal.encode("complete", now, args))
-        out = self.inflight.complete(agent_id, r, assignment_id, ok, duration_s, now)
-        self.metrics.count(self.metrics.completed_total, "ok" if ok else "failed")
-        return CompleteResult(released=out.released, assignment_id=out.assignment_id)
 
     def describe(
         self,
