@@ -79,6 +79,11 @@ class Histogram:
         self.counts += other.counts
         self.total += other.total
 
+    def set_shortfall(self, mine: Histogram, newer: Histogram | None) -> None:
+        """Become what ``newer`` lacks of ``mine``, bucket by bucket (never negative)."""
+        self.counts[:] = np.maximum(mine.counts - (newer.counts if newer else 0), 0)
+        self.total = max(mine.total - (newer.total if newer else 0.0), 0.0)
+
     @property
     def count(self) -> int:
         return int(self.counts.sum())
@@ -226,18 +231,11 @@ class MetricsSnapshot:
             (self.selection_s, newer.selection_s, out.selection),
         ):
             for k, h in mine_h.items():
-                other = theirs_h.get(k)
-                g = get(k)
-                g.counts[:] = np.maximum(h.counts - (other.counts if other else 0), 0)
-                g.total = max(h.total - (other.total if other else 0.0), 0.0)
-        out.signal_age_s.counts[:] = np.maximum(
-            self.signal_age_s.counts - newer.signal_age_s.counts, 0
-        )
-        out.signal_age_s.total = max(self.signal_age_s.total - newer.signal_age_s.total, 0.0)
+                get(k).set_shortfall(h, theirs_h.get(k))
+        out.signal_age_s.set_shortfall(self.signal_age_s, newer.signal_age_s)
+        out.snapshot_s.set_shortfall(self.snapshot_s, newer.snapshot_s)
         out.assignments_expired = max(self.assignments_expired - newer.assignments_expired, 0)
         out.wal_bytes_total = max(self.wal_bytes_total - newer.wal_bytes_total, 0)
-        out.snapshot_s.counts[:] = np.maximum(self.snapshot_s.counts - newer.snapshot_s.counts, 0)
-        out.snapshot_s.total = max(self.snapshot_s.total - newer.snapshot_s.total, 0.0)
         return out
 
     def merge(self, other: MetricsSnapshot) -> None:
