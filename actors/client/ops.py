@@ -24,7 +24,7 @@ from actors.cluster.adapter import Calls, Fanout, Gathered, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
-from actors.core.errors import Unavailable
+from actors.core.errors import StorageUnavailable, Unavailable
 from actors.core.metrics import MetricsSnapshot, Monotonic
 from actors.core.models import (
     AgentView,
@@ -86,7 +86,11 @@ def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestRes
             {"field": f"signals.{r.index}", "reason": f"rejected: {r.error}"} for r in rejected
         )
         total = sum(len(p) for p in positions.values())
-        raise Unavailable(
+        # Every missing shard refused for its storage: the code says so, too.
+        storage = len(got.refusals) == len(got.failures) and all(
+            isinstance(r, StorageUnavailable) for r in got.refusals.values()
+        )
+        raise (StorageUnavailable if storage else Unavailable)(
             f"{accepted} of {total} signals applied; the owners of "
             f"{len(got.failures)} shard(s) did not answer. The details list every item "
             "not applied (retry those) and every item rejected (fix those).",

@@ -45,6 +45,9 @@ class Gathered:
 
     results: dict[int, Any] = field(default_factory=dict)
     failures: dict[int, str] = field(default_factory=dict)
+    # The error a shard answered with when it said it could not (e.g. its storage
+    # failed): kept whole, so its code reaches the caller.
+    refusals: dict[int, Unavailable] = field(default_factory=dict)
     asked: int = 0
 
     @property
@@ -82,6 +85,8 @@ class Fanout:
             raise real  # the request itself is wrong: every shard would say the same
         if isinstance(real, Unavailable) or self.transport.is_outage(exc):
             out.failures[shard] = f"{type(real).__name__}: {real}"
+            if isinstance(real, Unavailable):
+                out.refusals[shard] = real
             return
         log.error("shard %d raised %s", shard, type(real).__name__, exc_info=exc)
         raise InternalError(f"shard {shard} failed with {type(real).__name__}")
@@ -126,6 +131,8 @@ class Fanout:
         """The single answer of a call that needed exactly one shard, or a typed error."""
         if shard in gathered.results:
             return gathered.results[shard]
+        if shard in gathered.refusals:
+            raise gathered.refusals[shard]
         reason = gathered.failures.get(shard, "no answer")
         err = DeadlineExceeded if "no answer within" in reason else Unavailable
         raise err(f"shard {shard} is unavailable", [{"field": "shard", "reason": reason}])

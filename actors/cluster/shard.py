@@ -18,7 +18,7 @@ from actors.cluster.durability import ShardDurability
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import SignalColumns
 from actors.core.config import DurabilityConfig, ShardConfig
-from actors.core.errors import Unavailable
+from actors.core.errors import StorageUnavailable, Unavailable
 from actors.core.merge import Partial
 from actors.core.metrics import MetricsSnapshot
 from actors.core.models import (
@@ -82,12 +82,13 @@ class ShardActor(PickledCalls):
         if durability is not None and durability.mode != "none":
             self.durable = ShardDurability(durability, shard_index, namespace)
             self.state = self.durable.restore(config)
+            self.durable.adopt = self._adopt
         else:
             self.state = ShardState(config)
         gate = None if self.durable is None else self.durable.writes_open.wait
         commit = self.durable.commit if self.durable and self.durable.sync_each_write else None
         self.lane = IngestLane(
-            self.state.ingest,
+            lambda cols: self.state.ingest(cols),  # the state, even once rebuilt
             max_queued_signals=config.max_queued_signals,
             before_apply=gate,
             after_apply=commit,
@@ -102,6 +103,10 @@ class ShardActor(PickledCalls):
                 shard_index,
                 os.getpid(),
             )
+
+    def _adopt(self, state: ShardState) -> None:
+        """The state rebuilt from disk after a failed fsync took back unsynced changes."""
+        self.state = state
 
     async def _writable(self) -> None:
         """Wait while a snapshot copies the arrays this write would change."""
@@ -121,7 +126,7 @@ class ShardActor(PickledCalls):
         if self.durable is not None and (
             self._durability_task is None or self._durability_task.done()
         ):
-            self._durability_task = loop.create_task(self.durable.run(self.state))
+            self._durability_task = loop.create_task(self.durable.run(lambda: self.state))
 
     async def _sweep_forever(self) -> None:
         interval = self.state.config.sweep_interval_s
@@ -131,6 +136,8 @@ class ShardActor(PickledCalls):
                 await self._writable()
                 self.state.sweep()
                 self.sweeps += 1
+            except StorageUnavailable:  # not applied; the storage's state is reported
+                self.failed_sweeps += 1
             except Exception:  # a failed sweep must not stop future ones, nor go unseen
                 self.failed_sweeps += 1
                 log.exception("shard %d: expiry sweep failed", self.shard_index)
@@ -149,8 +156,9 @@ class ShardActor(PickledCalls):
         self._ensure_sweeper()
         try:
             return await self.lane.submit(cols)
-        except Unavailable:
-            self.state.metrics.count(self.state.metrics.rejected_total, "overloaded", len(cols))
+        except Unavailable as exc:
+            reason = "storage" if isinstance(exc, StorageUnavailable) else "overloaded"
+            self.state.metrics.count(self.state.metrics.rejected_total, reason, len(cols))
             raise
 
     async def partial_select(self, req: SelectRequest) -> Partial:

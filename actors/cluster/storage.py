@@ -20,6 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+# Where damaged files go, beside the others: kept for an operator, never pruned.
+QUARANTINE = "quarantine"
+
 
 class Storage(Protocol):
     where: str
@@ -28,6 +31,7 @@ class Storage(Protocol):
     def get(self, name: str) -> bytes: ...
     def names(self) -> list[str]: ...
     def delete(self, name: str) -> None: ...
+    def set_aside(self, name: str) -> str: ...
 
 
 def is_uri(path: str) -> bool:
@@ -64,10 +68,19 @@ class LocalStorage:
         return (self.root / name).read_bytes()
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith("."))
+        return sorted(
+            p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.is_file()
+        )
 
     def delete(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
+
+    def set_aside(self, name: str) -> str:
+        """Move a damaged file into ``quarantine/`` for an operator; never deleted."""
+        aside = self.root / QUARANTINE / name
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(self.root / name, aside)
+        return str(aside)
 
 
 class ArrowStorage:
@@ -112,6 +125,12 @@ class ArrowStorage:
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self._path(name))
+
+    def set_aside(self, name: str) -> str:
+        aside = self._path(f"{QUARANTINE}/{name}")
+        self.fs.create_dir(self._path(QUARANTINE), recursive=True)
+        self.fs.move(self._path(name), aside)
+        return aside
 
 
 def open_storage(path: str, shard_index: int) -> Storage:

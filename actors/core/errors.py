@@ -59,6 +59,13 @@ class Unavailable(RippleError):
     http_status = 503
 
 
+class StorageUnavailable(Unavailable):
+    """A change could not be made durable (disk full, I/O error, refused file): it was not
+    applied. The shard retries its storage and takes writes again once it works."""
+
+    code = "storage_unavailable"
+
+
 class NotDeployed(Unavailable):
     code = "not_deployed"
 

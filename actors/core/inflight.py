@@ -145,6 +145,14 @@ class InFlight:
         return Flight()
 
     # ------------------------------------------------------------------ writes
+    def new_id(self) -> str:
+        """A fresh assignment id (taken before the assignment is logged and made)."""
+        return next(self._ids)
+
+    def is_open(self, agent_id: str, assignment_id: str) -> bool:
+        fl = self.flights.get(agent_id)
+        return fl is not None and assignment_id in fl.open
+
     def assign(self, agent_id: str, row: int, now: float, aid: str | None = None) -> str | None:
         """Record one task; None when the shard's bound on open records is reached.
         ``aid``: the id to use (a WAL replay gives back the ids handed out before)."""

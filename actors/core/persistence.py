@@ -3,14 +3,19 @@
 A snapshot holds every per-row array of the agent table, the ids, the in-flight records,
 the labels, the metrics counters and a JSON header. ``load`` trusts nothing: a missing
 array, a wrong shape or dtype, duplicate ids or a malformed header is an ``InvalidInput``
-naming what is wrong, never a numpy error deep inside the restore.
+naming what is wrong, never a numpy or zipfile error deep inside the restore: a bad CRC,
+a truncated archive, a flipped byte in a header or an empty file alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import struct
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,20 +89,69 @@ def _bad(field: str, reason: str) -> InvalidInput:
     return InvalidInput("corrupt or incompatible snapshot", [{"field": field, "reason": reason}])
 
 
-def _open(data: bytes) -> Any:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise _bad("snapshot", f"not a snapshot archive: {exc}") from exc
+# What a damaged archive can raise from zipfile, numpy's header parser or json: a bad
+# CRC, a truncated member, a garbled header. Each becomes the project's error.
+_DECODE_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    EOFError,
+    OSError,
+    OverflowError,
+    SyntaxError,
+    MemoryError,
+    NotImplementedError,
+    zlib.error,
+    struct.error,
+)
 
 
-def _header(z: Any) -> dict[str, Any]:
-    if _META not in z.files:
-        raise _bad(_META, "header missing")
+@contextlib.contextmanager
+def _decoding(field: str) -> Iterator[None]:
     try:
-        meta = json.loads(z[_META].tobytes())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _bad(_META, f"header is not JSON: {exc}") from exc
+        yield
+    except InvalidInput:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise _bad(field, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _open(data: bytes) -> zipfile.ZipFile:
+    with _decoding("snapshot"):
+        return zipfile.ZipFile(io.BytesIO(data))
+
+
+def _member(z: zipfile.ZipFile, name: str, shape: tuple[int, ...] | None) -> np.ndarray:
+    """One ``.npy`` member, its shape checked before its data is read (a flipped byte in
+    a header must not allocate gigabytes), its CRC checked by reading to the end."""
+    if f"{name}.npy" not in z.namelist():
+        raise _bad(name, "array missing")
+    with _decoding(name), z.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            got, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            got, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise _bad(name, f"npy format {version}")
+        if shape is not None and tuple(got) != shape:
+            raise _bad(name, f"shape {tuple(got)}, expected {shape}")
+        if dtype.hasobject or fortran:
+            raise _bad(name, f"unexpected layout ({dtype}, fortran={fortran})")
+        nbytes = int(np.prod(got, dtype=np.int64)) * dtype.itemsize
+        raw = f.read(nbytes)
+        if len(raw) != nbytes or f.read(1):  # the read past the end checks the CRC
+            raise _bad(name, f"{len(raw)} bytes of data, expected {nbytes}")
+        return np.frombuffer(raw, dtype).reshape(got)
+
+
+def _header(z: zipfile.ZipFile) -> dict[str, Any]:
+    raw = _member(z, _META, None)
+    with _decoding(_META):
+        meta = json.loads(raw.tobytes())
     if not isinstance(meta, dict):
         raise _bad(_META, "header is not an object")
     return meta
@@ -107,6 +161,17 @@ def history_size(data: bytes) -> Any:
     """The history size a snapshot was taken with (read before building the state)."""
     with _open(data) as z:
         return _header(z).get("history_size")
+
+
+def verify(data: bytes) -> None:
+    """Check a snapshot as written (every member's CRC and the header) without building
+    a state: a host reads each snapshot back before it lets the WAL before it go."""
+    with _open(data) as z:
+        _header(z)
+        with _decoding("snapshot"):
+            bad = z.testzip()
+        if bad is not None:
+            raise _bad(bad, "CRC mismatch")
 
 
 def load(data: bytes, table: AgentTable) -> SnapshotData:
@@ -130,11 +195,7 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
         n = len(ids)
         arrays: dict[str, np.ndarray] = {}
         for name, spec in table.specs.items():
-            if name not in z.files:
-                raise _bad(name, "array missing")
-            arr = z[name]
-            if arr.shape != (*spec.lead, n):
-                raise _bad(name, f"shape {arr.shape}, expected {(*spec.lead, n)}")
+            arr = _member(z, name, (*spec.lead, n))
             if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                 raise _bad(name, f"dtype {arr.dtype}, expected {spec.dtype}")
             arrays[name] = arr
@@ -152,4 +213,6 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
         metrics = meta.get("metrics", {})
         if not isinstance(metrics, dict):
             raise _bad("metrics", "must be an object")
-    return SnapshotData(H, ids, arrays, inflight, labels, float(meta.get("taken_at", 0.0)), metrics)
+        with _decoding("taken_at"):
+            taken_at = float(meta.get("taken_at", 0.0))
+    return SnapshotData(H, ids, arrays, inflight, labels, taken_at, metrics)

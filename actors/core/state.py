@@ -82,7 +82,9 @@ class ShardState(TaskVerbs):
         self.metrics = MetricsSnapshot()
         self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
         # Called with one encoded WAL record per change (``actors.core.wal``), when the
-        # host keeps a write-ahead log; None: no log.
+        # host keeps a write-ahead log; None: no log. Every verb calls it before it
+        # changes anything, so when it raises (the storage refused the record) the
+        # change is not applied.
         self.journal: Callable[[bytes], None] | None = None
 
     # ------------------------------------------------------------------ ingest
@@ -100,11 +102,23 @@ class ShardState(TaskVerbs):
         )
         idx = vb.index
         if len(idx):
-            rows = table.rows_creating(cols.agent_ids, idx, known[idx])
             codes = cols.type_codes[idx]
             vals = cols.values[idx]
             # A timestamp a few seconds ahead is clock skew: age and expiry count from receipt.
             ts = np.minimum(vb.effective_ts_s[idx], now)
+            confidences, ttls = cols.confidences[idx], cols.ttls_s[idx]
+            # Logged before anything changes: a record the storage refused leaves no trace.
+            if self.journal is not None:
+                applied = SignalColumns(
+                    agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
+                    type_codes=codes,
+                    values=vals,
+                    confidences=confidences,
+                    ttls_s=ttls,
+                    timestamps_s=ts,
+                )
+                self.journal(wal.encode_ingest(now, applied))
+            rows = table.rows_creating(cols.agent_ids, idx, known[idx])
             self.hist.write(rows, codes, vals, ts)
             # A backfilled sample (expired on arrival) goes into history, never live.
             live = vb.live[idx]
@@ -112,8 +126,8 @@ class ShardState(TaskVerbs):
                 rows[live],
                 codes[live],
                 vals[live],
-                cols.confidences[idx][live],
-                cols.ttls_s[idx][live],
+                confidences[live],
+                ttls[live],
                 ts[live],
                 now,
             )
@@ -122,16 +136,6 @@ class ShardState(TaskVerbs):
                 self.inflight.on_load(
                     r[is_load], self.table["val"][LOAD_CODE, r[is_load]], t[is_load]
                 )
-            if self.journal is not None:
-                applied = SignalColumns(
-                    agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
-                    type_codes=codes,
-                    values=vals,
-                    confidences=cols.confidences[idx],
-                    ttls_s=cols.ttls_s[idx],
-                    timestamps_s=ts,
-                )
-                self.journal(wal.encode_ingest(now, applied))
         self.metrics.record_ingest(
             cols.type_codes[idx], vb.reasons, time.perf_counter() - t0, len(cols)
         )
@@ -186,6 +190,13 @@ class ShardState(TaskVerbs):
         meta = DescribeRequest(max_concurrency=max_concurrency, labels=labels)
         check_agent_id(agent_id)
         now = self._clock()
+        if self.journal is not None:
+            args = {
+                "agent": agent_id,
+                "max_concurrency": meta.max_concurrency,
+                "labels": meta.labels,
+            }
+            self.journal(wal.encode("describe", now, args))
         r = self.table.row(agent_id)
         if r is None:
             self.table.add([agent_id])
@@ -195,13 +206,6 @@ class ShardState(TaskVerbs):
             self.inflight.declare(r, meta.max_concurrency)
         if meta.labels is not None:
             self.labels.replace(agent_id, meta.labels)
-        if self.journal is not None:
-            args = {
-                "agent": agent_id,
-                "max_concurrency": meta.max_concurrency,
-                "labels": meta.labels,
-            }
-            self.journal(wal.encode("describe", now, args))
         return self.agent(agent_id)
 
     def scores(
@@ -252,9 +256,9 @@ class ShardState(TaskVerbs):
         r = self.table.row(agent_id)
         if r is None:
             return False
-        self.table.remove([r])
         if self.journal is not None:
             self.journal(wal.encode("delete", self._clock(), {"agent": agent_id}))
+        self.table.remove([r])
         return True
 
     def history(self, agent_id: str) -> list[dict[str, Any]]:
@@ -294,6 +298,8 @@ class ShardState(TaskVerbs):
         """Drop expired signals and assignments, then agents with nothing live, nothing
         in flight and no recent history (with all their state). Linear in the agents."""
         now = self._clock()
+        if self.journal is not None:
+            self.journal(wal.encode("sweep", now))
         n = self.table.n
         expired = self.signals.expire(now)
         self.inflight.expire(now)
@@ -305,8 +311,6 @@ class ShardState(TaskVerbs):
             ids = self.table.ids
             drop = drop[[ids[r] not in holders for r in drop.tolist()]]
         self.table.remove(drop.tolist())
-        if self.journal is not None:
-            self.journal(wal.encode("sweep", now))
         return {"expired_signals": expired, "dropped_agents": len(drop)}
 
     def __len__(self) -> int:
@@ -377,17 +381,17 @@ class ShardState(TaskVerbs):
             )
         state = cls(config, clock, seed)
         snap = persistence.load(data, state.table)
-        state.table.add(snap.ids)
-        for name, arr in snap.arrays.items():
-            state.table.arrays[name][..., : state.table.n] = arr
-        state.inflight.load_records(snap.inflight)
-        for agent_id, labels in snap.labels.items():
-            state.labels.replace(agent_id, labels)
         try:
+            state.table.add(snap.ids)
+            for name, arr in snap.arrays.items():
+                state.table.arrays[name][..., : state.table.n] = arr
+            state.inflight.load_records(snap.inflight)
+            for agent_id, labels in snap.labels.items():
+                state.labels.replace(agent_id, labels)
             counted = MetricsSnapshot.from_counters_json(snap.metrics)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
             raise InvalidInput(
-                "corrupt or incompatible snapshot", [{"field": "metrics", "reason": str(exc)}]
+                "corrupt or incompatible snapshot", [{"field": "snapshot", "reason": str(exc)}]
             ) from exc
         # Merged into the live object (the overload scan holds it), and kept as the base
         # a scrape subtracts, so counters neither restart at zero nor count twice.

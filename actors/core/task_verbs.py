@@ -33,15 +33,21 @@ class TaskVerbs:
         """``assign`` with the id of each task given (None: a new one); a WAL replay
         gives back the ids handed out before. Returns (agent, id) of each task opened."""
         now = self._clock()
+        planned = [
+            (a, self.inflight.new_id() if wanted is None else wanted)
+            for a, wanted in pairs
+            if self.table.row(a) is not None
+        ]
+        # Logged before anything changes: a record the storage refused leaves no trace.
+        # A replay refuses what this call refuses (the same bounds on the same state).
+        if planned and self.journal is not None:
+            self.journal(wal.encode("assign", now, {"pairs": planned}))
         out = []
-        for a, wanted in pairs:
+        for a, aid in planned:
             r = self.table.row(a)
-            if r is not None:
-                aid = self.inflight.assign(a, r, now, wanted)
-                if aid is not None:
-                    out.append((a, aid))
-        if out and self.journal is not None:
-            self.journal(wal.encode("assign", now, {"pairs": out}))
+            assert r is not None
+            if self.inflight.assign(a, r, now, aid) is not None:
+                out.append((a, aid))
         return out
 
     def report_tasks(
@@ -62,9 +68,14 @@ class TaskVerbs:
         duration_s: float | None = None,
     ) -> CompleteResult:
         """A task ended: the load estimate drops now, not at the next LOAD report. An
-        unknown agent gets ``released: false`` and no state."""
+        unknown agent, or an ``assignment_id`` that is not open, gets ``released: false``
+        and changes nothing."""
         r = self.table.row(agent_id)
-        if r is None:
+        if r is None or (
+            assignment_id is not None and not self.inflight.is_open(agent_id, assignment_id)
+        ):
+            # An id that is not open (unknown, already completed or expired) changes
+            # nothing: a caller must not be able to talk an agent's estimate down.
             return CompleteResult(released=False, assignment_id=assignment_id)
         now = self._clock()
         if self.journal is not None:

@@ -3,15 +3,19 @@
 Every change to a shard's state is one record: an ingest batch (only the items that were
 applied, with their effective timestamps, so a replay does not depend on when it runs),
 assignments with the ids that were handed out, completions, metadata, deletes and expiry
-sweeps. Each carries the shard's clock at the time, and a replay (``ShardState.replay``) runs the
+sweeps. Each carries the shard's clock at the time, and a replay (``recovery.replay``) runs the
 same verbs with the clock set to it, so the state after a replay is the state the
 records produced.
 
 A segment starts with ``SEGMENT_HEADER`` (the format version). A record is
 ``u32 length | u32 crc32(body) | body``; the body is a JSON header (op, time, arguments,
 and the dtype and length of each array) then the raw bytes of the arrays. A record that
-runs past the end of the data or fails its checksum ends the segment: it is the torn tail
-of a write a crash interrupted, and ``decode`` reports it so the caller can log it.
+runs past the end of the data or fails its checksum is damage: at the end, the torn tail
+of a write a crash interrupted; in the middle, a flipped byte. ``decode`` skips it up to
+the next record whose frame and checksum are whole (resynchronising on the header every
+record starts with) and reports the byte ranges lost, so the caller can log them and keep
+the damaged segment aside. A shard never appends behind a partial record (a failed append
+is truncated away, or the log moves to a fresh segment), so a torn record is a crash's.
 """
 
 from __future__ import annotations
@@ -97,32 +101,84 @@ def _decode_body(body: bytes) -> Record:
 @dataclass
 class Decoded:
     records: list[Record]
-    good_bytes: int  # length of the valid prefix (header included)
-    torn: str | None  # why decoding stopped early, or None
+    good_bytes: int  # end of the last valid record (the header included)
+    torn: str | None  # what the first damage was, or None for an intact segment
+    # Byte ranges [start, end) skipped as damaged. A range that ends before the end of
+    # the data is a corrupt record in the middle: the records after it were kept.
+    lost: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def damaged_inside(self) -> bool:
+        """Records were lost before intact ones, not just a torn tail."""
+        return any(end < self.size for _, end in self.lost)
+
+    size: int = 0
+
+
+# Every record's JSON header starts so; resynchronising looks for it, then checks the
+# frame before it (length and CRC), so random bytes cannot pass for a record.
+_HEAD_MARK = b'{"op":"'
+_MARK_OFFSET = _FRAME.size + _HEADER_LEN.size
+
+
+def _record_at(data: bytes, pos: int) -> tuple[Record | None, int, str]:
+    """The record framed at ``pos`` and where it ends, or None and why not."""
+    if pos + _FRAME.size > len(data):
+        return None, pos, f"torn frame header at byte {pos}"
+    length, crc = _FRAME.unpack_from(data, pos)
+    end = pos + _FRAME.size + length
+    if end > len(data):
+        return None, pos, f"torn record at byte {pos} ({length} bytes announced)"
+    body = data[pos + _FRAME.size : end]
+    if zlib.crc32(body) != crc:
+        return None, pos, f"checksum mismatch at byte {pos}"
+    try:
+        return _decode_body(body), end, ""
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        return None, pos, f"malformed record at byte {pos}: {exc}"
+
+
+def _resync(data: bytes, start: int) -> int | None:
+    """The first position at or after ``start`` where a whole, checksummed record begins."""
+    find = data.find(_HEAD_MARK, start + _MARK_OFFSET)
+    while find >= 0:
+        pos = find - _MARK_OFFSET
+        if _record_at(data, pos)[0] is not None:
+            return pos
+        find = data.find(_HEAD_MARK, find + 1)
+    return None
 
 
 def decode(data: bytes) -> Decoded:
-    """Every whole, checksummed record of a segment; stops at the first bad one."""
+    """Every whole, checksummed record of a segment. A damaged stretch (a torn tail, a
+    flipped byte, a garbled length) is skipped up to the next valid record and reported;
+    a segment of another format version is not read at all."""
     if not data.startswith(SEGMENT_HEADER):
-        return Decoded([], 0, "not a WAL segment (header missing or of another version)")
-    pos = len(SEGMENT_HEADER)
-    records: list[Record] = []
+        if data.startswith(SEGMENT_HEADER[:7]) and b"\n" in data[: len(SEGMENT_HEADER)]:
+            reason = "a WAL segment of another format version"
+            return Decoded([], 0, reason, [(0, len(data))], len(data))
+        first = _resync(data, 0)  # a damaged header: the records after it may be whole
+        if first is None:
+            reason = "not a WAL segment (header missing or damaged)"
+            return Decoded([], 0, reason, [(0, len(data))] if data else [], len(data))
+        out = Decoded([], 0, "segment header damaged", [(0, first)], len(data))
+        pos = first
+    else:
+        out = Decoded([], len(SEGMENT_HEADER), None, [], len(data))
+        pos = len(SEGMENT_HEADER)
     while pos < len(data):
-        if pos + _FRAME.size > len(data):
-            return Decoded(records, pos, f"torn frame header at byte {pos}")
-        length, crc = _FRAME.unpack_from(data, pos)
-        end = pos + _FRAME.size + length
-        if end > len(data):
-            return Decoded(records, pos, f"torn record at byte {pos} ({length} bytes announced)")
-        body = data[pos + _FRAME.size : end]
-        if zlib.crc32(body) != crc:
-            return Decoded(records, pos, f"checksum mismatch at byte {pos}")
-        try:
-            records.append(_decode_body(body))
-        except (ValueError, KeyError, TypeError, struct.error) as exc:
-            return Decoded(records, pos, f"malformed record at byte {pos}: {exc}")
-        pos = end
-    return Decoded(records, pos, None)
+        rec, end, why = _record_at(data, pos)
+        if rec is not None:
+            out.records.append(rec)
+            pos = out.good_bytes = end
+            continue
+        out.torn = out.torn or why
+        nxt = _resync(data, pos + 1)
+        out.lost.append((pos, len(data) if nxt is None else nxt))
+        if nxt is None:
+            break
+        pos = nxt
+    return out
 
 
 def ingest_columns(rec: Record) -> SignalColumns:

@@ -92,14 +92,19 @@ def test_a_torn_tail_is_dropped_with_a_reason(clock, cut) -> None:
     assert torn.good_bytes == len(wal.SEGMENT_HEADER) + len(log[0])
 
 
-def test_a_flipped_byte_fails_the_checksum_and_ends_the_segment(clock) -> None:
+def test_a_flipped_byte_loses_that_record_only(clock) -> None:
     state, log = journaled(clock)
     for i in range(3):
         state.ingest_dicts([sig(f"a{i}", "LOAD", 0.1)])
     data = bytearray(wal.SEGMENT_HEADER + b"".join(log))
-    data[len(wal.SEGMENT_HEADER) + len(log[0]) + 20] ^= 0xFF  # inside the second record
+    second = len(wal.SEGMENT_HEADER) + len(log[0])
+    data[second + 20] ^= 0xFF  # inside the second record
     out = wal.decode(bytes(data))
-    assert len(out.records) == 1 and "checksum" in (out.torn or "")
+    assert "checksum" in (out.torn or "")
+    # Resynchronised on the third record: only the damaged one is lost.
+    ids = [wal.ingest_columns(r).agent_ids for r in out.records]
+    assert ids == [["a0"], ["a2"]]
+    assert out.lost == [(second, second + len(log[1]))] and out.damaged_inside
     assert wal.decode(b"garbage").torn and not wal.decode(b"garbage").records
 
 
