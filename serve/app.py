@@ -346,6 +346,7 @@ class RippleIngress:
             "ready": ready,
             "shards_up": stats["shards_up"],
             "shards_total": stats["shards_total"],
+            "storage_degraded": stats.get("storage_degraded", []),
         }
         return JSONResponse(
             body,

@@ -207,13 +207,20 @@ class RouterCore:
         ]
         for s in shards:
             s.setdefault("up", True)
+        # A shard that answers but cannot persist takes no writes: not ready, and why.
+        storage_degraded = [
+            {"shard": s["shard"], "reason": (s.get("durability") or {}).get("storage_problem")}
+            for s in shards
+            if (s.get("durability") or {}).get("storage_ok") is False
+        ]
         return {
             "shards": shards,
             "shards_up": got.answered,
             "shards_total": self.num_shards,
             "agents": sum(s.get("agents", 0) for s in shards),
             "live_signals": sum(s.get("live_signals", 0) for s in shards),
-            "ready": got.answered == self.num_shards,
+            "storage_degraded": storage_degraded,
+            "ready": got.answered == self.num_shards and not storage_degraded,
         }
 
     async def metrics_snapshot(self) -> dict[str, Any]:

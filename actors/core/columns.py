@@ -8,7 +8,6 @@ with its index, field and reason; valid items go on. Nothing is clamped.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,17 +16,16 @@ import numpy as np
 
 from actors.core.errors import InvalidInput
 from actors.core.models import (
-    AGENT_ID_PATTERN,
     DEFAULT_TTL_S,
     MAX_TRACE_ID_LEN,
     TYPE_CODE,
     RejectedItem,
     Signal,
     agent_id_problem,
+    is_agent_id,
     timestamp_to_unix_s,
 )
 
-_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
 _ALLOWED_KEYS = frozenset(Signal.model_fields)
 _REQUIRED_KEYS = ("agent_id", "signal_type", "value")
 # Metric label values for rejections: a closed set, so the label's cardinality is bounded.
@@ -271,10 +269,6 @@ class ValidatedBatch:
     live: np.ndarray  # per original item: not expired on arrival
 
 
-def valid_agent_id(agent_id: Any) -> bool:
-    return isinstance(agent_id, str) and _AGENT_ID_RE.match(agent_id) is not None
-
-
 def validate(
     cols: SignalColumns,
     now_s: float,
@@ -301,7 +295,7 @@ def validate(
     # Known ids (row >= 0) were validated when first seen; only new ones pay for the regex.
     ids = cols.agent_ids
     unknown = range(n) if known_rows is None else np.flatnonzero(known_rows < 0).tolist()
-    bad_id_idx = [i for i in unknown if not valid_agent_id(ids[i])]
+    bad_id_idx = [i for i in unknown if not is_agent_id(ids[i])]
     if bad_id_idx:
         bad[bad_id_idx] = True
     if cols.structural:

@@ -47,7 +47,15 @@ from actors.core.results import (  # noqa: F401 - re-exported: the public names 
 
 # No "/": every id must be one URL path segment (``/v1/agents/{agent_id}``).
 AGENT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
-_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN)
+# Matched whole (``fullmatch``): with ``re.match`` the ``$`` lets a final newline through.
+_AGENT_ID_RE = re.compile(AGENT_ID_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def is_agent_id(agent_id: Any) -> bool:
+    """The one agent-id check of every path (HTTP, clients, columns, the core)."""
+    return isinstance(agent_id, str) and _AGENT_ID_RE.fullmatch(agent_id) is not None
+
+
 MAX_TTL_S = 3600.0
 DEFAULT_TTL_S = 60.0
 MAX_FUTURE_SKEW_S = 5.0
@@ -91,7 +99,7 @@ def agent_id_problem(agent_id: Any) -> str:
 
 def check_agent_id(agent_id: Any) -> str:
     """The id itself, or an ``InvalidInput`` naming the field and what is wrong."""
-    if isinstance(agent_id, str) and _AGENT_ID_RE.match(agent_id):
+    if is_agent_id(agent_id):
         return agent_id
     from actors.core.errors import InvalidInput
 
