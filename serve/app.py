@@ -42,6 +42,7 @@ from actors.core.models import (
 from serve import errors
 from serve.auth import Principal, Role, authenticate, require
 from serve.errors import RETRY_AFTER_S, ErrorBody, documented
+from serve.guard import Gate, Guard, exposure_problem
 from serve.ingest import (
     forbidden_items,
     ingest_response,
@@ -66,6 +67,7 @@ log = logging.getLogger(__name__)
 RECENT_SELECTIONS = 50
 UI_PAGE = (Path(__file__).parent / "static" / "ui.html").read_text()
 _limit = {"max_body_bytes": ServiceConfig().http.max_body_bytes}  # set by the replica
+_gate = {"gate": Gate()}  # set by the replica
 
 
 app = FastAPI(
@@ -73,6 +75,7 @@ app = FastAPI(
     version="1",
     description="Agents report signals; routers ask which agent should get the next task.",
 )
+app.add_middleware(Guard, gate=lambda: _gate["gate"])  # inside RequestContext (added next)
 errors.install(app, lambda: _limit["max_body_bytes"])
 
 
@@ -93,6 +96,7 @@ class RippleIngress:
         http = self.config.http
         _limit["max_body_bytes"] = http.max_body_bytes
         self.secret = self.config.resolved_auth_secret()
+        _gate["gate"] = Gate(secret=self.secret, host=http.host)
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SELECTIONS)
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
         # `serve run` / `serve deploy`, so every way of starting gives the same service.
@@ -121,7 +125,10 @@ class RippleIngress:
                 log.debug("pushing selection counters failed: %s", exc)
 
     def _caller(self, request: Request, *roles: Role, agent_id: str | None = None) -> Principal:
-        principal = authenticate(request.headers.get("authorization"), self.secret)
+        # Authenticated by ``serve.guard`` before the body was read (/v1/ routes).
+        principal = getattr(request.state, "principal", None)
+        if principal is None:
+            principal = authenticate(request.headers.get("authorization"), self.secret)
         require(principal, *roles, agent_id=agent_id)
         return principal
 
@@ -359,6 +366,9 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     """Application builder for ``serve run serve.app:build_app`` and the Serve config: its
     ``args`` are a ``ServiceConfig`` (nested, as in the YAML file of ``ripple up --config``)."""
     config = ServiceConfig.load(**(args or {}))
+    problem = exposure_problem(config, config.resolved_auth_secret())
+    if problem is not None:
+        raise ValueError(problem)
     ingress: Any = RippleIngress
     return ingress.options(
         ray_actor_options=replica_actor_options(config.http),

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from actors.core.config import ServiceConfig
+from serve.guard import exposure_problem
+from serve.proxy_middleware import CALLBACK as PROXY_CALLBACK
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,6 @@ DEMO_AGENTS = 8
 
 
 APP_NAME = "ripple"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -46,6 +47,8 @@ def start_service(config: ServiceConfig, address: str | None = None) -> Started:
     from serve.app import build_app
 
     embedded = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
+    if embedded:  # the embedded cluster's proxy reads it when it starts
+        os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", PROXY_CALLBACK)
     ensure_ray(address)
     existed = bool(find_actor_names(config.namespace))
     deploy(config)
@@ -176,16 +179,15 @@ def cmd_up(ns: argparse.Namespace) -> int:
         namespace=ns.namespace,
         log_level=ns.log_level,
         auth_secret_file=ns.auth_secret_file,
-        http={"host": ns.host, "port": ns.port},
+        http={"host": ns.host, "port": ns.port, "insecure": ns.insecure or None},
         durability=durability_overrides(ns),
     )
-    secret = config.resolved_auth_secret()
-    if secret is None and config.http.host not in LOOPBACK and not ns.insecure:
-        print(
-            f"refusing to listen on {config.http.host} without authentication: set "
-            "RIPPLE_AUTH_SECRET (or --auth-secret-file), or pass --insecure",
-            file=sys.stderr,
-        )
+    try:
+        problem = exposure_problem(config, config.resolved_auth_secret())
+    except ValueError as exc:  # a short or unreadable secret: say so, no traceback
+        problem = str(exc)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
     started = start_service(config, address=ns.address)
     url = f"http://{config.http.host}:{config.http.port}"

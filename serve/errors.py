@@ -41,7 +41,8 @@ from actors.core.errors import (
 log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 RETRY_AFTER_S = 1
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# A caller's X-Request-ID is kept only when it is a short safe token (it goes into logs).
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
@@ -145,7 +146,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SANE_ID.match(given) else uuid.uuid4().hex
+        rid = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         limit = self.max_body_bytes()
@@ -164,12 +165,13 @@ class RequestContext:
             return message
 
         async def with_id(message: Message) -> None:
-            # Serve's proxy gives each request an X-Request-ID and echoes it in the
-            # response; add ours only when the request came without one.
-            if message["type"] == "http.response.start" and not given:
-                headers = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                    headers.append((b"x-request-id", rid.encode()))
+            # Serve's proxy echoes the X-Request-ID it saw (``serve.proxy_middleware``
+            # makes that one safe first); when ours differs, ours is the one we send.
+            if message["type"] == "http.response.start" and rid != given:
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((b"x-request-id", rid.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -219,6 +221,8 @@ _WORDS = {
     404: "Unknown agent or route",
     405: "Method not allowed",
     413: "Body too large",
+    415: "A write whose body is not JSON (with authentication off)",
+    421: "A Host header this service does not answer for (with authentication off)",
     422: "A field failed validation (the body names it)",
     500: "Internal error (quote the request id)",
     503: "A shard is unavailable or overloaded; nothing was applied unless the body says so",
@@ -227,4 +231,5 @@ _WORDS = {
 
 def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for a route: every error status it can answer, with the body."""
-    return {c: {"model": ErrorBody, "description": _WORDS[c]} for c in codes}
+    # Any route answers 421 to a foreign Host while authentication is off.
+    return {c: {"model": ErrorBody, "description": _WORDS[c]} for c in (*codes, 421)}

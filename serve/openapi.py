@@ -15,7 +15,7 @@ from serve.errors import ErrorBody, documented
 AUTH = (401, 403)
 READ = documented(*AUTH, 422, 500, 503)
 AGENT_READ = documented(*AUTH, 404, 422, 500, 503)
-WRITE = documented(400, *AUTH, 413, 422, 500, 503)
+WRITE = documented(400, *AUTH, 413, 415, 422, 500, 503)
 
 
 class IngestBody(BaseModel):
@@ -26,7 +26,7 @@ class IngestBody(BaseModel):
 # An ingest route answers per-item results (IngestBody) or an error of the whole call.
 INGEST = {
     207: {"model": IngestBody, "description": "Some items rejected; the valid ones applied"},
-    **documented(400, 401, 413, 500, 503),
+    **documented(400, 401, 413, 415, 500, 503),
     422: {
         "model": IngestBody | ErrorBody,
         "description": "No item accepted (each names its field), or a malformed body",

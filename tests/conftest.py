@@ -13,6 +13,11 @@ import pytest
 def ray_session() -> Iterator[Any]:
     import ray
 
+    from serve.proxy_middleware import CALLBACK
+
+    # As ``ripple up`` does for the cluster it embeds: Serve's proxy replaces an unsafe
+    # X-Request-ID before it reads it (read when the proxy starts, from Ray's environment).
+    os.environ.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", CALLBACK)
     # Logical CPUs are a placement budget, not a thread count: enough for shards, routers
     # and a Serve replica at their fractional defaults on a 2-core box.
     ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)

@@ -90,6 +90,9 @@ class HttpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str = Field("127.0.0.1", description="HTTP bind address")
+    insecure: bool = Field(
+        False, description="allow a non-loopback host with no authentication (DESIGN §11)"
+    )
     port: int = Field(8000, ge=1, le=65_535, description="HTTP port")
     replica_num_cpus: float = Field(0.25, ge=0.0, description="CPUs of the Serve replica")
     max_ongoing_requests: int = Field(256, ge=1, description="Serve's per-replica cap")
@@ -181,13 +184,21 @@ class ServiceConfig(BaseSettings):
     def resolved_auth_secret(self) -> str | None:
         """The secret in force (the file wins over the value), or None: auth is off."""
         if self.auth_secret_file is not None:
-            secret = self.auth_secret_file.read_text().strip()
+            try:
+                secret = self.auth_secret_file.read_text().strip()
+            except (OSError, UnicodeDecodeError) as exc:  # a clean message, no traceback
+                raise ValueError(
+                    f"cannot read the auth secret file {self.auth_secret_file}: {exc}"
+                ) from exc
         elif self.auth_secret is not None:
             secret = self.auth_secret.get_secret_value()
         else:
             return None
         if len(secret.encode()) < 32:
-            raise ValueError("the auth secret must be at least 32 bytes")
+            raise ValueError(
+                "the auth secret must be at least 32 bytes "
+                f"(got {len(secret.encode())}; e.g. `openssl rand -hex 32`)"
+            )
         return secret
 
     def to_args(self) -> dict[str, Any]:

@@ -52,6 +52,20 @@ class PayloadTooLarge(RippleError):
     http_status = 413
 
 
+class UnsupportedMediaType(RippleError):
+    """A write whose body is not JSON (refused with auth off: a browser can forge it)."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class MisdirectedRequest(RippleError):
+    """A ``Host`` this service does not answer for (with auth off: DNS rebinding)."""
+
+    code = "misdirected_request"
+    http_status = 421
+
+
 class Unavailable(RippleError):
     """The service (or every shard needed for an answer) cannot answer right now."""
 

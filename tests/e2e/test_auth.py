@@ -116,3 +116,20 @@ def test_expired_forged_and_unsigned_tokens_are_401(secured) -> None:
             r = http.get("/v1/stats", headers={"Authorization": value})
             assert r.status_code == 401, (value, r.text)
             assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_authentication_comes_before_body_validation(secured) -> None:
+    """An anonymous caller learns nothing about the schema: 401, not 422."""
+    with httpx.Client(base_url=secured, timeout=30) as http:
+        for method, path, body in (
+            ("POST", "/v1/select", {"k": "not-a-number", "nonsense": 1}),
+            ("PUT", "/v1/agents/own-1", {"max_concurrency": -5}),
+            ("POST", "/v1/scores", {"agent_ids": "x"}),
+            ("POST", "/v1/agents/own-1/complete", {"duration_s": "slow"}),
+        ):
+            r = http.request(method, path, json=body)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        r = http.post("/v1/select", json={"k": "x"}, headers=headers("router"))
+        assert r.status_code == 422  # a caller with a valid token hears what is wrong

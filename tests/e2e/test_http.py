@@ -376,3 +376,39 @@ def test_ripple_up_as_a_subprocess_keeps_state_across_a_restart(tmp_path) -> Non
     out = run_ripple_up(free_port(), storage, first)
     assert f"state:   {storage} (wal, fsync everysec)" in out
     run_ripple_up(free_port(), storage, second)
+
+
+def test_with_auth_off_what_a_browser_could_forge_is_refused(service) -> None:
+    """A cross-site form or text/plain post needs no preflight, and DNS rebinding sends a
+    foreign Host: with no token to check, both are refused and nothing is applied."""
+    url = service["url"]
+    body = b'{"signals": [{"agent_id": "forged-1", "signal_type": "LOAD", "value": 0.1}]}'
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {} if kind is None else {"content-type": kind}
+            r = http.post("/v1/signals", content=body, headers=headers)
+            assert r.status_code == 415, (kind, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "unsupported_media_type"
+            assert err["details"][0]["field"] == "Content-Type"
+        r = http.get("/v1/stats", headers={"Host": "attacker.example:8000"})
+        assert r.status_code == 421 and r.json()["error"]["details"][0]["field"] == "Host"
+        r = http.post("/v1/signals", content=body, headers={"Host": "attacker.example"})
+        assert r.status_code == 421
+        assert http.get("/v1/agents/forged-1").status_code == 404  # never applied
+        for host in ("localhost", "127.0.0.1", f"127.0.0.1:{url.rsplit(':', 1)[1]}", "[::1]"):
+            assert http.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize("given", ["<script>alert(1)</script>", "x" * 200, "a b", "ok:colon"])
+def test_an_unsafe_request_id_is_replaced_and_header_and_body_agree(service, given) -> None:
+    with httpx.Client(base_url=service["url"], timeout=30) as http:
+        r = http.get("/v1/agents/nobody-here", headers={"X-Request-ID": given})
+        assert r.status_code == 404
+        ids = r.headers.get_list("x-request-id")
+        assert len(ids) == 1 and ids[0] != given, ids
+        assert r.json()["error"]["request_id"] == ids[0]
+        safe = "abc-123.X_y"
+        r = http.get("/v1/agents/nobody-here", headers={"X-Request-ID": safe})
+        assert r.headers.get_list("x-request-id") == [safe]
+        assert r.json()["error"]["request_id"] == safe
