@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
 from actors.core.config import HttpConfig, ServiceConfig
 from actors.core.decode import columns_from_json
-from actors.core.errors import NotFound, RippleError, Unavailable
+from actors.core.errors import Forbidden, NotFound, RippleError, Unavailable
 from actors.core.models import (
     AgentView,
     CompleteRequest,
@@ -40,7 +41,7 @@ from actors.core.models import (
     SignalBody,
 )
 from serve import errors
-from serve.auth import Principal, Role, authenticate, require
+from serve.auth import AgentQuota, Principal, Role, authenticate, require
 from serve.errors import RETRY_AFTER_S, ErrorBody, documented
 from serve.guard import Gate, Guard, exposure_problem
 from serve.ingest import (
@@ -96,6 +97,7 @@ class RippleIngress:
         http = self.config.http
         _limit["max_body_bytes"] = http.max_body_bytes
         self.secret = self.config.resolved_auth_secret()
+        self.quota = AgentQuota()
         _gate["gate"] = Gate(secret=self.secret, host=http.host)
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SELECTIONS)
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
@@ -132,6 +134,15 @@ class RippleIngress:
         require(principal, *roles, agent_id=agent_id)
         return principal
 
+    def _writer(self, request: Request, agent_id: str) -> None:
+        """A caller that may write this agent's signals or metadata (creating it)."""
+        principal = self._caller(request, "agent", agent_id=agent_id)
+        if not self.quota.allows(principal, agent_id):
+            raise Forbidden(
+                f"this token reached its quota of {principal.max_agents} agents",
+                [{"field": "agent_id", "reason": "past the token's max_agents"}],
+            )
+
     # ------------------------------------------------------------------ signals
     @app.post(
         "/v1/signals",
@@ -145,15 +156,14 @@ class RippleIngress:
         # A clean batch goes from bytes to columns in one pass; anything else (or a batch
         # with items an agent token may not write) takes the precise path below.
         fast = columns_from_json(raw)
-        if fast is not None and (
-            principal.role == "admin" or all(map(principal.may_write, fast.agent_ids))
-        ):
+        may_write = partial(self.quota.allows, principal)
+        if fast is not None and (principal.role == "admin" or all(map(may_write, fast.agent_ids))):
             return ingest_response(await self.client.register_columns(fast))
         items = parse_envelope(raw)
         if principal.role == "admin":
             return ingest_response(await self.client.register_columns(columns_from_dicts(items)))
         # An agent token's items for other agents are refused here, never sent on.
-        forbidden = forbidden_items(items, principal.may_write)
+        forbidden = forbidden_items(items, may_write)
         if not forbidden:
             return ingest_response(await self.client.register_columns(columns_from_dicts(items)))
         refused = set(forbidden)
@@ -187,7 +197,7 @@ class RippleIngress:
     async def post_agent_signal(
         self, request: Request, agent_id: AgentPath, body: SignalBody
     ) -> JSONResponse:
-        self._caller(request, "agent", agent_id=agent_id)
+        self._writer(request, agent_id)
         item = body.model_dump(exclude_none=True)
         item["agent_id"] = agent_id
         result = await self._batched_register(item)
@@ -247,7 +257,7 @@ class RippleIngress:
     async def describe(
         self, request: Request, agent_id: AgentPath, body: DescribeRequest
     ) -> AgentView:
-        self._caller(request, "agent", agent_id=agent_id)
+        self._writer(request, agent_id)
         return await self.client.describe(
             agent_id, max_concurrency=body.max_concurrency, labels=body.labels
         )

@@ -288,6 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--agent", action="append", default=[], help="agent id or prefix* (repeat)")
     token.add_argument("--ttl-s", type=float, default=86_400.0)
     token.add_argument("--subject", default="")
+    token.add_argument(
+        "--all-agents", action="store_true", help="allow --agent '*' (every agent id)"
+    )
+    token.add_argument(
+        "--max-agents",
+        type=int,
+        default=None,
+        help="distinct agents a prefix* token may write per replica (default 1000)",
+    )
     token.add_argument("--auth-secret-file", default=None)
     status = sub.add_parser("status", help="print shards, agents and readiness")
     status.add_argument("--url", default="http://127.0.0.1:8000")
@@ -309,12 +318,25 @@ def cmd_token(ns: argparse.Namespace) -> int:
     from serve.auth import issue_token
 
     config = ServiceConfig.load(auth_secret_file=ns.auth_secret_file)
-    secret = config.resolved_auth_secret()
+    try:
+        secret = config.resolved_auth_secret()
+    except ValueError as exc:
+        print(f"ripple token: {exc}", file=sys.stderr)
+        return 2
     if secret is None:
         print("no secret: set RIPPLE_AUTH_SECRET or pass --auth-secret-file", file=sys.stderr)
         return 2
     try:
-        print(issue_token(secret, ns.role, ns.agent, ns.ttl_s, ns.subject))
+        token = issue_token(
+            secret,
+            ns.role,
+            ns.agent,
+            ns.ttl_s,
+            ns.subject,
+            all_agents=ns.all_agents,
+            max_agents=ns.max_agents,
+        )
+        print(token)
     except ValueError as exc:
         print(f"ripple token: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from actors.client.buffer import partial_failure
 from actors.core.errors import InvalidInput, Unavailable
 from actors.core.models import MAX_SIGNALS_PER_BATCH, IngestResult, RejectedItem
 
-FORBIDDEN_ITEM = "forbidden: not one of the token's agents"
+FORBIDDEN_ITEM = "forbidden: not one of the token's agents, or past its max_agents"
 
 
 class SignalsBody(BaseModel):

@@ -10,7 +10,16 @@ import jwt
 import pytest
 
 from actors.core.errors import Forbidden, Unauthorized
-from serve.auth import ADMIN, Principal, authenticate, issue_token, require
+from serve.auth import (
+    ADMIN,
+    MAX_AUTHORIZATION_BYTES,
+    MAX_TOKEN_TTL_S,
+    AgentQuota,
+    Principal,
+    authenticate,
+    issue_token,
+    require,
+)
 
 SECRET = "s" * 40
 
@@ -75,3 +84,40 @@ def test_route_roles_and_agent_scope() -> None:
     with pytest.raises(Forbidden, match="role"):
         require(router, "agent", agent_id="gpt-a")
     require(router, "router", "agent", agent_id="gpt-b")  # complete: routers may, any id
+
+
+def test_all_agent_and_empty_patterns_need_saying() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        issue_token(SECRET, "agent", [""])
+    with pytest.raises(ValueError, match="all_agents"):
+        issue_token(SECRET, "agent", ["*"])
+    who = authenticate(bearer(issue_token(SECRET, "agent", ["*"], all_agents=True)), SECRET)
+    assert who.may_write("anyone")
+
+
+def test_the_server_caps_token_lifetime_and_header_size() -> None:
+    now = int(time.time())
+    long_lived = jwt.encode(
+        {"role": "admin", "iat": now, "exp": now + MAX_TOKEN_TTL_S + 3600}, SECRET, "HS256"
+    )
+    with pytest.raises(Unauthorized, match="invalid token"):
+        authenticate(bearer(long_lived), SECRET)
+    with pytest.raises(Unauthorized, match="too long"):
+        authenticate("Bearer " + "x" * (MAX_AUTHORIZATION_BYTES + 1), SECRET)
+
+
+def test_a_prefix_token_writes_at_most_its_max_agents() -> None:
+    quota = AgentQuota()
+    prefix = authenticate(bearer(issue_token(SECRET, "agent", ["t:*"], max_agents=3)), SECRET)
+    assert [quota.allows(prefix, f"t:{i}") for i in range(5)] == [True] * 3 + [False] * 2
+    assert quota.allows(prefix, "t:1")  # one it already writes stays allowed
+    assert not quota.allows(prefix, "other")  # not its pattern at all
+    other = authenticate(bearer(issue_token(SECRET, "agent", ["t:*"], max_agents=3)), SECRET)
+    assert other.token_id != prefix.token_id and quota.allows(other, "t:9")
+    exact = authenticate(bearer(issue_token(SECRET, "agent", ["a", "b"])), SECRET)
+    assert quota.allows(exact, "a") and quota.allows(exact, "b")
+    assert quota.allows(ADMIN, "anything")
+    small = AgentQuota(max_tokens=1)  # bounded: the least recently active token is forgotten
+    small.allows(prefix, "t:1")
+    small.allows(other, "t:1")
+    assert list(small._seen) == [other.token_id]

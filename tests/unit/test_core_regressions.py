@@ -197,3 +197,36 @@ def test_a_wandering_series_gets_a_wider_spread_than_a_noisy_flat_one() -> None:
     p_walk = fit_trends(*column(ts, walk), **args).probability[0]
     p_flat = fit_trends(*column(ts, flat), **args).probability[0]
     assert p_flat < 1e-4 < 0.01 < p_walk
+
+
+def test_an_id_with_a_final_newline_is_rejected_on_every_path(clock) -> None:
+    """``re.match`` with a ``$`` let "gpt-a\\n" through in a batch: a ghost agent that no
+    path route, candidate list or DELETE could name."""
+    from actors.core.models import Signal, check_agent_id
+
+    state = ShardState(clock=clock)
+    res = state.ingest_dicts([sig("gpt-a\n", "LOAD", 0.1), sig("gpt-a", "LOAD", 0.1)])
+    assert res.accepted == 1 and res.rejected[0].index == 0
+    assert state.agent_ids() == ["gpt-a"]
+    with pytest.raises(InvalidInput):
+        check_agent_id("gpt-a\n")
+    with pytest.raises(ValueError):
+        Signal(agent_id="gpt-a\n", signal_type="LOAD", value=0.1)
+    with pytest.raises(ValueError):
+        SelectRequest(candidates=["gpt-a\n"])
+
+
+def test_a_completion_with_an_unknown_assignment_id_changes_nothing(clock) -> None:
+    """It answered released: false but still counted and lowered the estimate: any
+    router could talk an agent's load down."""
+    state = ShardState(clock=clock, seed=1)
+    state.ingest_dicts([sig("a", "LOAD", 0.2)])
+    state.describe("a", max_concurrency=10)
+    state.select(SelectRequest(candidates=["a"]))
+    before = state.agent("a")
+    counted = dict(state.metrics.completed_total)
+    for _ in range(5):
+        assert state.complete("a", "no-such-id").released is False
+    after = state.agent("a")
+    assert after.estimated_load == before.estimated_load and after.in_flight == 1
+    assert state.metrics.completed_total == counted
