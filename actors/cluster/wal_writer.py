@@ -101,12 +101,19 @@ class WalWriter:
         the next ``durable()`` (in a thread), never here: a snapshot rotates the log on
         the event loop, which must not wait for a disk flush. Raises
         ``StorageUnavailable`` (and keeps the current segment) when the file cannot be
-        made."""
-        path = self.dir / f"wal-{seq:012d}.log"
-        try:
-            fd = self.ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise storage_error("open a WAL segment", exc) from exc
+        made. A file already named so is never truncated (it may hold records): the
+        next number is taken instead, which any snapshot ``<= seq`` still replays."""
+        for _ in range(1000):
+            path = self.dir / f"wal-{seq:012d}.log"
+            try:
+                fd = self.ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+                break
+            except FileExistsError:
+                seq += 1
+            except OSError as exc:
+                raise storage_error("open a WAL segment", exc) from exc
+        else:
+            raise storage_error("open a WAL segment", OSError("no free segment number"))
         try:
             self.ops.write_all(fd, wal.SEGMENT_HEADER)
         except OSError as exc:
@@ -124,7 +131,7 @@ class WalWriter:
 
     def append(self, record: bytes) -> None:
         """Write one record to the operating system, whole or not at all."""
-        if self.broken is not None:
+        if self.broken is not None or self.fd < 0:
             self.open_segment(self.seq + 1)
         start = self.segment_bytes
         try:

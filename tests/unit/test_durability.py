@@ -48,7 +48,7 @@ def test_restore_is_the_newest_snapshot_plus_the_wal_after_it(tmp_path) -> None:
     d2, back = reopen(cfg, d)
     assert views(back) == before
     assert back.metrics_snapshot().signals_total == counted  # counters restored, not zeroed
-    assert d2.restored_agents == 6 and d2.replayed_records == 3
+    assert d2.restored_agents == 6 and d2.report.replayed_records == 3
     # A second snapshot prunes the WAL it covers; the oldest snapshots go past the limit.
     asyncio.run(d2.snapshot(back))
     asyncio.run(d2.snapshot(back))
@@ -60,7 +60,7 @@ def test_restore_is_the_newest_snapshot_plus_the_wal_after_it(tmp_path) -> None:
     oldest = min(int(n[5:17]) for n in snaps)
     assert [s for s, _ in segments] == [oldest, oldest + 1]
     d3, again = reopen(cfg, d2)
-    assert views(again) == before and d3.replayed_records == 0
+    assert views(again) == before and d3.report.replayed_records == 0
     d3.close()
 
 
@@ -76,7 +76,7 @@ def test_a_torn_wal_tail_is_dropped_and_logged_not_fatal(tmp_path, caplog) -> No
     seg.write_bytes(data[:-7])  # a write cut short by the crash
     d2, back = reopen(cfg)
     assert back.agent_ids() == ["a"]
-    assert d2.dropped_tails and "torn" in d2.dropped_tails[0]
+    assert d2.report.dropped_tails and "torn" in d2.report.dropped_tails[0]
     assert "WAL tail dropped" in caplog.text
     # It writes on in a new segment, so the torn one is never appended to.
     back.ingest_dicts([sig("c", "LOAD", 0.3)])

@@ -75,7 +75,7 @@ def kill(d: ShardDurability) -> None:
         if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
-    d._writer.shutdown(wait=False)
+    d.snaps.close(wait=False)
 
 
 def write(state: ShardState, d: ShardDurability, agent: str) -> bool:
@@ -120,7 +120,7 @@ def test_a_failed_append_applies_nothing_and_leaves_no_partial_record(tmp_path) 
     d2, back = start(tmp_path)
     assert "before" in back and "after" in back
     assert "refused-1" not in back and "refused-2" not in back
-    assert d2.dropped_tails == [] and d2.damaged_segments == []
+    assert d2.report.dropped_tails == [] and d2.report.damaged_segments == []
 
 
 def test_when_even_the_truncate_fails_the_log_moves_to_a_fresh_segment(tmp_path) -> None:
@@ -138,7 +138,7 @@ def test_when_even_the_truncate_fails_the_log_moves_to_a_fresh_segment(tmp_path)
     kill(d)
     d2, back = start(tmp_path)
     assert "after" in back and "refused" not in back
-    assert d2.damaged_segments == []  # the partial record is a tail, nothing behind it
+    assert d2.report.damaged_segments == []  # the partial record is a tail, nothing behind it
 
 
 def test_a_failed_fsync_with_always_takes_the_writes_back(tmp_path) -> None:
@@ -184,7 +184,7 @@ def test_a_failed_fsync_with_everysec_keeps_what_was_acknowledged(tmp_path) -> N
         task.cancel()
 
     asyncio.run(one_round())
-    assert not d.snapshot_owed and d.snapshots == 1 and d.storage_ok
+    assert not d.snapshot_owed and d.snaps.taken == 1 and d.storage_ok
     kill(d)
     _, back = start(tmp_path, "everysec")
     assert "acked" in back
@@ -258,7 +258,7 @@ def test_a_damaged_newest_snapshot_falls_back_to_the_one_before_plus_its_wal(tmp
     newest.write_bytes(bytes(raw))
     d2, back = start(tmp_path)
     assert set(acked) <= set(back.agent_ids())
-    assert [s["snapshot"] for s in d2.skipped_snapshots] == [newest.name]
+    assert [s["snapshot"] for s in d2.report.skipped_snapshots] == [newest.name]
     assert (tmp_path / "shard-0" / "quarantine" / newest.name).exists()
 
 
@@ -276,7 +276,7 @@ def test_a_corrupt_record_mid_wal_costs_that_record_only_and_is_kept_aside(tmp_p
     path.write_bytes(bytes(data))
     d2, back = start(tmp_path)
     assert len(back) == 9  # one record lost, the nine around it replayed
-    [damage] = d2.damaged_segments
+    [damage] = d2.report.damaged_segments
     assert damage["segment"] == path.name and damage["records_kept"] == 9
     [[start_b, end_b]] = damage["lost_bytes"]
     assert start_b < len(data) // 2 < end_b < len(data)
@@ -285,3 +285,27 @@ def test_a_corrupt_record_mid_wal_costs_that_record_only_and_is_kept_aside(tmp_p
     asyncio.run(d2.snapshot(back))
     asyncio.run(d2.snapshot(back))
     assert not path.exists() and Path(damage["kept_aside"]).exists()
+
+
+def test_a_shard_restarted_while_the_disk_refuses_files_starts_and_catches_up(tmp_path) -> None:
+    """A restart during the fault must not fail the actor's constructor (Ray would not
+    restart it again): it starts, refuses writes, and takes them once the disk works."""
+    d, state = start(tmp_path)
+    assert write(state, d, "before")
+    kill(d)
+    cfg = DurabilityConfig(mode="wal", fsync="always", storage_path=str(tmp_path))
+    d2 = ShardDurability(cfg, 0, "test")
+    assert d2.wal is not None
+    faulty = Faulty()
+    d2.wal.ops = faulty
+    faulty.failing = {"open"}
+    back = d2.restore(ShardConfig(), clock=lambda: NOW)
+    assert "before" in back and not d2.storage_ok
+    assert not write(back, d2, "refused")
+    faulty.failing = set()
+    assert write(back, d2, "after")
+    segments = [s for s, _ in d2.wal.segments()]
+    assert segments == sorted(set(segments))  # no segment was truncated or reused
+    kill(d2)
+    _, again = start(tmp_path)
+    assert {"before", "after"} <= set(again.agent_ids()) and "refused" not in again
