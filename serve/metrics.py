@@ -20,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.core.columns import REJECT_REASONS
-from actors.core.metrics import Histogram, MetricsSnapshot
+from actors.core.metrics import STORAGE_STEPS, Histogram, MetricsSnapshot
 from actors.core.models import SIGNAL_TYPES, STRATEGIES
 
 OUTCOMES = ("ok", "failed")
@@ -119,6 +119,13 @@ class SnapshotCollector(Collector):
         )
         age.add_metric([], buckets=m.signal_age_s.cumulative(), sum_value=m.signal_age_s.total)
         yield age
+        yield _counter(
+            "coordination_storage_failures_total",
+            "Storage steps of the shards that failed (the writes they carried were refused).",
+            "step",
+            m.storage_failures_total,
+            STORAGE_STEPS,
+        )
         yield CounterMetricFamily(
             "coordination_wal_bytes",
             "Bytes written to the shards' write-ahead logs.",

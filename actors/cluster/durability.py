@@ -31,6 +31,7 @@ from actors.cluster.storage import Storage, is_uri, open_storage
 from actors.cluster.wal_writer import WalWriter
 from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import InvalidInput, StorageUnavailable
+from actors.core.metrics import MetricsSnapshot
 from actors.core.state import ShardState
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class ShardDurability:
         self._retry_s = RETRY_FIRST_S
         self._config = ShardConfig()
         self._clock: Callable[[], float] = time.time
+        self._metrics = MetricsSnapshot()  # the live state's, once restored
         # Set by the host: receives the state rebuilt after records were taken back.
         self.adopt: Callable[[ShardState], None] | None = None
 
@@ -102,8 +104,9 @@ class ShardDurability:
     def storage_ok(self) -> bool:
         return self.problem is None and not self.stale
 
-    def _failed(self, why: str) -> None:
+    def _failed(self, why: str, step: str) -> None:
         self.storage_errors += 1
+        self._metrics.count(self._metrics.storage_failures_total, step)
         if self.problem is None:
             self.problem_since = time.time()
             log.error("shard %d: storage failing: %s", self.shard_index, why)
@@ -126,6 +129,7 @@ class ShardDurability:
         t0 = time.perf_counter()
         self._config, self._clock = config, clock
         state = load_state(self.storage, self.wal, config, clock, self.report)
+        self._metrics = state.metrics
         if self.wal is not None:
             # Above every segment found: a broken log opens the number after it.
             self.wal.seq = self.report.next_seq - 1
@@ -133,7 +137,7 @@ class ShardDurability:
                 self.wal.open_segment(self.report.next_seq)
             except StorageUnavailable as exc:  # start anyway: refuse writes, retry
                 self.wal.broken = "no segment could be opened at start"
-                self._failed(str(exc.details[0]["reason"]))
+                self._failed(str(exc.details[0]["reason"]), "open")
             self.report.next_seq = self.wal.seq + 1
             self._attach(state)
         self.restore_s = time.perf_counter() - t0
@@ -162,13 +166,14 @@ class ShardDurability:
             try:
                 writer.append(record)
             except StorageUnavailable as exc:
-                self._failed(str(exc.details[0]["reason"]))
+                self._failed(str(exc.details[0]["reason"]), "append")
                 raise
             metrics.wal_bytes_total += len(record)
             if self.problem is not None and not self.sync_each_write:
                 self._recovered()  # the log takes records again
 
         state.journal = journal
+        self._metrics = metrics
 
     # ------------------------------------------------------------------ writes
     @property
@@ -189,7 +194,7 @@ class ShardDurability:
         before any waiting writer resumes. Otherwise they were acknowledged: a snapshot
         will hold them, and the log moves to a fresh segment meanwhile."""
         assert self.wal is not None
-        self._failed(f"fsync the WAL: {exc.strerror or exc}")
+        self._failed(f"fsync the WAL: {exc.strerror or exc}", "fsync")
         if not self.sync_each_write:
             self.wal.broken = "an fsync of this segment failed"
             self.snapshot_owed = True
@@ -208,8 +213,11 @@ class ShardDurability:
             report = RestoreReport(self.shard_index, next_seq=self.report.next_seq)
             state = load_state(self.storage, self.wal, self._config, self._clock, report)
             self.report = report
+            # Counters go on from the replaced state's (a replay would count again what
+            # it had counted); writes taken back stay counted, as the fsync failure is.
+            state.metrics.take_over(self._metrics)
         except (OSError, InvalidInput) as exc:
-            self._failed(f"rebuild after a failed fsync: {exc}")
+            self._failed(f"rebuild after a failed fsync: {exc}", "rebuild")
             return False
         self._attach(state)
         self.stale = False
@@ -246,18 +254,24 @@ class ShardDurability:
             if self.wal is None and not failing:
                 pause = self.cfg.snapshot_interval_s
             await asyncio.sleep(pause)
+            step = "open"
             try:
                 if self.wal is not None and not self.storage_ok:
                     await self._repair()
+                step = "fsync"
                 if self.wal is not None and self.cfg.fsync == "everysec":
                     await self.wal.durable()
+                step = "snapshot"
                 due = time.monotonic() - last_snapshot >= self.cfg.snapshot_interval_s
                 if due or self.snapshot_owed:
                     last_snapshot = time.monotonic()
                     await self.snapshot(get_state())
                 self._recovered()
             except (StorageUnavailable, OSError) as exc:
-                self._failed(str(exc))
+                if step == "fsync":  # counted where it failed (``_sync_failed``)
+                    self.problem = self.problem or str(exc)
+                else:
+                    self._failed(str(exc), step)
                 self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
             except Exception:  # logged and retried next round; the WAL still has it all
                 log.exception("shard %d: durability round failed", self.shard_index)

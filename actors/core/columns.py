@@ -39,6 +39,7 @@ REJECT_REASONS = (
     "invalid_timestamp",
     "timestamp_in_future",
     "overloaded",  # refused by a shard's back-pressure, not applied
+    "storage",  # refused because its WAL record could not be made durable, not applied
 )
 
 

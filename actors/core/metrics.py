@@ -94,6 +94,10 @@ class Histogram:
         return list(zip(les, np.cumsum(self.counts).tolist(), strict=True))
 
 
+# The storage steps a shard counts failures of (a closed set: a bounded label).
+STORAGE_STEPS = ("append", "fsync", "open", "snapshot", "rebuild")
+
+
 @dataclass
 class MetricsSnapshot:
     """Everything one shard counts; summed across shards by ``merge``."""
@@ -106,6 +110,9 @@ class MetricsSnapshot:
     selection_s: dict[str, Histogram] = field(default_factory=dict)
     signal_age_s: Histogram = field(default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S))
     completed_total: dict[str, int] = field(default_factory=dict)
+    # Storage steps that failed (append, fsync, open, snapshot, rebuild): each refused
+    # the writes it carried, or delayed a snapshot.
+    storage_failures_total: dict[str, int] = field(default_factory=dict)
     assignments_expired: int = 0
     wal_bytes_total: int = 0  # written to the write-ahead log
     snapshot_s: Histogram = field(default_factory=lambda: Histogram(SNAPSHOT_BUCKETS_S))
@@ -117,6 +124,12 @@ class MetricsSnapshot:
     # what the old one had counted beyond that base, so counters never go backwards.
     incarnation: str = field(default_factory=lambda: os.urandom(6).hex())
     restored_base: MetricsSnapshot | None = None
+
+    def take_over(self, other: MetricsSnapshot) -> None:
+        """Become ``other`` (its counters and incarnation), in place: a state rebuilt
+        after a take-back goes on counting where the one it replaces was (the overload
+        scan holds this object, so it is updated, not swapped)."""
+        self.__dict__.update(other.__dict__)
 
     def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n
@@ -150,15 +163,8 @@ class MetricsSnapshot:
 
     def count_total(self) -> int:
         """Everything counted, for telling a restarted source (its total fell)."""
-        tables = (
-            self.signals_total,
-            self.rejected_total,
-            self.selections_total,
-            self.predictions_total,
-            self.completed_total,
-        )
         return (
-            sum(sum(t.values()) for t in tables)
+            sum(sum(getattr(self, t).values()) for t in self._TABLES)
             + self.assignments_expired
             + self.wal_bytes_total
             + self.snapshot_s.count
@@ -172,6 +178,7 @@ class MetricsSnapshot:
         "selections_total",
         "predictions_total",
         "completed_total",
+        "storage_failures_total",
     )
 
     def counters_json(self) -> dict[str, Any]:
@@ -239,13 +246,8 @@ class MetricsSnapshot:
         return out
 
     def merge(self, other: MetricsSnapshot) -> None:
-        for mine, theirs in (
-            (self.signals_total, other.signals_total),
-            (self.rejected_total, other.rejected_total),
-            (self.selections_total, other.selections_total),
-            (self.predictions_total, other.predictions_total),
-            (self.completed_total, other.completed_total),
-        ):
+        for name in self._TABLES:
+            mine, theirs = getattr(self, name), getattr(other, name)
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         for k, h in other.registration_s.items():

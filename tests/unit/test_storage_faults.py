@@ -111,6 +111,7 @@ def test_a_failed_append_applies_nothing_and_leaves_no_partial_record(tmp_path) 
     assert not write(state, d, "refused-1") and not write(state, d, "refused-2")
     assert "refused-1" not in state and "refused-2" not in state  # not applied
     assert d.problem and not d.storage_ok and d.wal.failed_appends == 2
+    assert state.metrics.storage_failures_total == {"append": 2}
     size_after_fault = d.wal.segment_bytes
     assert (d.wal.dir / f"wal-{d.wal.seq:012d}.log").stat().st_size == size_after_fault
     faulty.failing = set()  # the storage works again: writes resume by themselves
@@ -153,6 +154,7 @@ def test_a_failed_fsync_with_always_takes_the_writes_back(tmp_path) -> None:
     # The state was rebuilt from the disk, without the refused write.
     assert holder.state is not state and "refused" not in holder.state
     assert "acked" in holder.state and d.rebuilds == 1
+    assert holder.state.metrics.storage_failures_total == {"fsync": 1}
     assert not write(holder.state, d, "refused-too")  # still failing
     faulty.failing = set()
     assert write(holder.state, d, "after")
