@@ -81,8 +81,9 @@ class RouterCore:
         return await drive(self.select_op(req))
 
     def _assign(self, result: SelectResult) -> Op[None]:
-        """Record the tasks on the owners. A shard that misses the deadline leaves its
-        agents without an assignment id: chosen, but not counted in flight."""
+        """Record the tasks on the owners. A shard that misses the deadline, or whose
+        storage refused the record, leaves its agents without an assignment id: chosen,
+        but not counted in flight, and the answer says ``degraded``."""
         by_shard: dict[int, list[str]] = {}
         for s in result.selected:
             if s.known:
@@ -90,6 +91,7 @@ class RouterCore:
         got = yield self.fanout, {s: ("assign", (ids,)) for s, ids in by_shard.items()}
         if got.degraded:
             self._log_degraded("assign", got)
+            result.degraded = True
         ids = {a: aid for part in got.results.values() for a, aid in part.items()}
         for sel in result.selected:
             sel.assignment_id = ids.get(sel.agent_id)

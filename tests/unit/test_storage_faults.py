@@ -311,3 +311,19 @@ def test_a_shard_restarted_while_the_disk_refuses_files_starts_and_catches_up(tm
     kill(d2)
     _, again = start(tmp_path)
     assert {"before", "after"} <= set(again.agent_ids()) and "refused" not in again
+
+
+def test_a_storage_refusal_is_a_503_naming_storage_with_retry_after() -> None:
+    import json
+
+    from serve.errors import error_response
+
+    err = StorageUnavailable(
+        "the change could not be made durable and was not applied; retry later",
+        [{"field": "storage", "reason": "append to the WAL: No space left on device"}],
+    )
+    r = error_response(err, "rid-1")
+    body = json.loads(bytes(r.body))
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert body["error"]["code"] == "storage_unavailable"
+    assert body["error"]["details"][0]["field"] == "storage" and body["error"]["request_id"]
