@@ -67,6 +67,16 @@ def start(tmp_path: Path, fsync: str = "always", **kw: Any) -> tuple[ShardDurabi
     return d, d.restore(ShardConfig(), clock=lambda: NOW)
 
 
+def start_faulty(
+    tmp_path: Path, fsync: str = "always", **kw: Any
+) -> tuple[ShardDurability, ShardState, Faulty]:
+    """``start`` with the log's system calls going through a ``Faulty`` layer."""
+    d, state = start(tmp_path, fsync, **kw)
+    assert d.wal is not None
+    d.wal.ops = faulty = Faulty()
+    return d, state, faulty
+
+
 def kill(d: ShardDurability) -> None:
     """What a SIGKILL leaves: descriptors closed by the kernel, nothing fsynced or closed
     in order, the lock released."""
@@ -102,10 +112,8 @@ class Holder:
 
 
 def test_a_failed_append_applies_nothing_and_leaves_no_partial_record(tmp_path) -> None:
-    d, state = start(tmp_path)
-    faulty = Faulty()
+    d, state, faulty = start_faulty(tmp_path)
     assert d.wal is not None
-    d.wal.ops = faulty
     assert write(state, d, "before")
     faulty.failing, faulty.partial = {"write"}, True  # half a record reaches the file
     assert not write(state, d, "refused-1") and not write(state, d, "refused-2")
@@ -125,10 +133,8 @@ def test_a_failed_append_applies_nothing_and_leaves_no_partial_record(tmp_path) 
 
 
 def test_when_even_the_truncate_fails_the_log_moves_to_a_fresh_segment(tmp_path) -> None:
-    d, state = start(tmp_path)
-    faulty = Faulty()
+    d, state, faulty = start_faulty(tmp_path)
     assert d.wal is not None
-    d.wal.ops = faulty
     first_seq = d.wal.seq
     faulty.failing, faulty.partial = {"write", "ftruncate"}, True
     assert not write(state, d, "refused")
@@ -143,11 +149,9 @@ def test_when_even_the_truncate_fails_the_log_moves_to_a_fresh_segment(tmp_path)
 
 
 def test_a_failed_fsync_with_always_takes_the_writes_back(tmp_path) -> None:
-    d, state = start(tmp_path)
+    d, state, faulty = start_faulty(tmp_path)
     holder = Holder(d, state)
-    faulty = Faulty()
     assert d.wal is not None
-    d.wal.ops = faulty
     assert write(holder.state, d, "acked")
     faulty.failing = {"fsync"}
     assert not write(holder.state, d, "refused")
@@ -166,10 +170,8 @@ def test_a_failed_fsync_with_always_takes_the_writes_back(tmp_path) -> None:
 
 
 def test_a_failed_fsync_with_everysec_keeps_what_was_acknowledged(tmp_path) -> None:
-    d, state = start(tmp_path, fsync="everysec", snapshot_interval_s=3600)
-    faulty = Faulty()
+    d, state, faulty = start_faulty(tmp_path, fsync="everysec", snapshot_interval_s=3600)
     assert d.wal is not None
-    d.wal.ops = faulty
     assert write(state, d, "acked")  # acknowledged once written (everysec)
     faulty.failing = {"fsync"}
     with pytest.raises(StorageUnavailable):
@@ -193,10 +195,8 @@ def test_a_failed_fsync_with_everysec_keeps_what_was_acknowledged(tmp_path) -> N
 
 
 def test_a_refused_open_during_a_snapshot_keeps_the_log_where_it_was(tmp_path) -> None:
-    d, state = start(tmp_path)
-    faulty = Faulty()
+    d, state, faulty = start_faulty(tmp_path)
     assert d.wal is not None
-    d.wal.ops = faulty
     assert write(state, d, "a")
     fd, seq = d.wal.fd, d.wal.seq
     faulty.failing = {"open"}
