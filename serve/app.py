@@ -76,7 +76,8 @@ app = FastAPI(
     version="1",
     description="Agents report signals; routers ask which agent should get the next task.",
 )
-app.add_middleware(Guard, gate=lambda: _gate["gate"])  # inside RequestContext (added next)
+# Inside RequestContext (added next), so the request id is set.
+app.add_middleware(Guard, gate=lambda: _gate["gate"], routes=lambda: app.router.routes)
 errors.install(app, lambda: _limit["max_body_bytes"])
 
 

@@ -92,7 +92,12 @@ def _http_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, StarletteHTTPException)
     path = request.url.path
     mapped: RippleError
-    if err.status_code == 404:
+    too_big = getattr(request.state, "body_too_large", None)
+    if too_big is not None:
+        # FastAPI reads a model's body itself and turns any error while reading it into
+        # a 400 "error parsing the body": the limit that stopped the stream says 413.
+        mapped = too_big
+    elif err.status_code == 404:
         mapped = NotFound(f"no route {path}", [{"field": "path", "reason": "unknown route"}])
     elif err.status_code == 405:
         mapped = MethodNotAllowed(
@@ -158,10 +163,12 @@ class RequestContext:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge(
+                    too_big = PayloadTooLarge(
                         f"body exceeds {limit} bytes",
                         [{"field": "body", "reason": f"more than {limit} bytes"}],
                     )
+                    scope["state"]["body_too_large"] = too_big
+                    raise too_big
             return message
 
         async def with_id(message: Message) -> None:

@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from actors.core.config import ServiceConfig
@@ -62,9 +64,12 @@ def _host_name(raw: bytes) -> str:
 class Guard:
     """ASGI middleware; runs inside ``serve.errors.RequestContext`` (the request id is set)."""
 
-    def __init__(self, app: ASGIApp, gate: Callable[[], Gate]) -> None:
+    def __init__(
+        self, app: ASGIApp, gate: Callable[[], Gate], routes: Callable[[], Sequence[Any]]
+    ) -> None:
         self.app = app
         self.gate = gate
+        self.routes = routes  # the app's routes: a method no route has stays a 405
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,8 +82,10 @@ class Guard:
             return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _check(scope: Scope, gate: Gate) -> None:
+    def _routed(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] == Match.FULL for route in self.routes())
+
+    def _check(self, scope: Scope, gate: Gate) -> None:
         headers = dict(scope.get("headers") or [])
         if gate.secret is not None:
             if scope["path"].startswith("/v1/"):
@@ -94,7 +101,7 @@ class Guard:
                 f"host {host!r} is not served here",
                 [{"field": "Host", "reason": "must be a loopback name or the configured host"}],
             )
-        if scope["method"].encode() in _WRITES:
+        if scope["method"].encode() in _WRITES and self._routed(scope):
             kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if kind != b"application/json" and not kind.endswith(b"+json"):
                 raise UnsupportedMediaType(

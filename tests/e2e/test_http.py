@@ -118,6 +118,15 @@ def test_a_chunked_body_over_the_limit_is_413_while_streaming(http) -> None:
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
+    def candidates() -> Iterator[bytes]:  # a route whose body FastAPI parses itself
+        yield b'{"candidates": ['
+        for i in range(30_000):
+            yield (b"," if i else b"") + b'"agent-' + str(i).encode() + b'"'
+        yield b"]}"
+
+    r = http.post("/v1/select", content=candidates(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text
+
 
 def test_every_error_uses_one_body_with_a_request_id(http) -> None:
     for r, status, code in (
