@@ -99,7 +99,8 @@ class Snapshots:
         """Write a snapshot, then read it back and check it; a bad one is removed."""
         size = self.storage.put(name, write)
         try:
-            persistence.verify(self.storage.get(name))
+            with self.storage.open_read(name) as written:
+                persistence.verify(written)
         except InvalidInput as exc:
             self.storage.delete(name)
             raise OSError(f"snapshot {name} read back damaged: {exc}") from exc

@@ -29,6 +29,7 @@ class Storage(Protocol):
 
     def put(self, name: str, write: Callable[[BinaryIO], None]) -> int: ...
     def get(self, name: str) -> bytes: ...
+    def open_read(self, name: str) -> Any: ...  # a seekable binary file, a context manager
     def names(self) -> list[str]: ...
     def delete(self, name: str) -> None: ...
     def set_aside(self, name: str) -> str: ...
@@ -66,6 +67,9 @@ class LocalStorage:
 
     def get(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
+
+    def open_read(self, name: str) -> Any:
+        return open(self.root / name, "rb")
 
     def names(self) -> list[str]:
         return sorted(
@@ -113,6 +117,9 @@ class ArrowStorage:
     def get(self, name: str) -> bytes:
         with self.fs.open_input_stream(self._path(name)) as src:
             return bytes(src.readall())
+
+    def open_read(self, name: str) -> Any:
+        return self.fs.open_input_file(self._path(name))  # random access: zip reads its end
 
     def names(self) -> list[str]:
         selector = self._fs_mod.FileSelector(self.base, allow_not_found=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import os
 import random
 from pathlib import Path
@@ -242,6 +243,11 @@ def test_random_damage_to_a_snapshot_is_always_the_projects_error() -> None:
             ShardState.restore(empty)
     with pytest.raises(InvalidInput):
         persistence.verify(data[:-10])
+    persistence.verify(io.BytesIO(data))  # from a file, read in pieces
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0x01
+    with pytest.raises(InvalidInput):
+        persistence.verify(io.BytesIO(bytes(flipped)))
 
 
 def test_a_damaged_newest_snapshot_falls_back_to_the_one_before_plus_its_wal(tmp_path) -> None:
