@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import logging
 import os
@@ -279,10 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--demo", action="store_true", help="also run simulated agents posting signals")
     up.add_argument("--demo-seconds", type=float, default=600.0, help="how long the demo runs")
-    bench = sub.add_parser(
-        "bench", help="run a benchmark: core|actors|http|scaling|multinode|capacity"
-    )
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="benchmark name, then its options")
     token = sub.add_parser("token", help="issue a bearer token (needs the service secret)")
     token.add_argument("--role", required=True, choices=["admin", "router", "agent"])
     token.add_argument("--agent", action="append", default=[], help="agent id or prefix* (repeat)")
@@ -305,10 +300,6 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(ns, "log_level", None) or "INFO",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if ns.command == "bench":
-        # Looked up by name: benchmarks sit above every layer, and no layer imports them.
-        bench_module: Any = importlib.import_module("load.__main__")
-        return int(bench_module.main(ns.args))
     if ns.command == "token":
         return cmd_token(ns)
     return int(cmd_up(ns) if ns.command == "up" else cmd_status(ns))

@@ -1,8 +1,9 @@
 """Prometheus exposition of the whole cluster, computed at scrape time.
 
-The Serve replica asks the router for every shard's ``MetricsSnapshot`` (summed) and
-renders it through a custom collector, so a cluster is a single scrape target. No metric
-carries an ``agent_id`` label: agent ids are unbounded, label sets must not be.
+The Serve replica gathers every shard's and every router's ``MetricsSnapshot`` (summed,
+never going backwards: ``actors.client.ops``) and renders it through a custom collector,
+so a cluster is a single scrape target. No metric carries an ``agent_id`` label: agent
+ids are unbounded, label sets must not be.
 """
 
 from __future__ import annotations

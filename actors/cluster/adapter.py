@@ -232,3 +232,23 @@ class RayTransport:
 
     def awaitable(self, ref: Any) -> Awaitable[Any]:
         return self._await(ref)
+
+
+def node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray), so placement can be checked."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return None
+
+
+def was_restarted() -> bool:
+    """Whether this actor is a restart of an earlier one (Ray re-ran its constructor)."""
+    try:
+        import ray
+
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:
+        return False

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive
+from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, node_id
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
@@ -225,20 +225,6 @@ class RouterCore:
             "ready": got.answered == self.num_shards and not storage_degraded,
         }
 
-    async def metrics_snapshot(self) -> dict[str, Any]:
-        """Every shard's counters summed, plus this router's, for one scrape target."""
-        got = await self._all("metrics")
-        total = MetricsSnapshot()
-        for snap in got.results.values():
-            total.merge(snap)
-        total.merge(self.metrics)
-        return {
-            "metrics": total,
-            "shard_up": {s: s in got.results for s in range(self.num_shards)},
-            "shard_agents": {s: snap.agents for s, snap in got.results.items()},
-            "degraded_total": self.degraded_total,
-        }
-
     async def own_metrics(self) -> dict[str, Any]:
         """This router's own counters (selections it merged, degraded answers), and the
         latest counters each outside router pushed here."""
@@ -256,7 +242,7 @@ class RouterCore:
         return {
             "num_shards": self.num_shards,
             "config": self.config.model_dump(),
-            "node_id": _node_id(),
+            "node_id": node_id(),
         }
 
 
@@ -271,16 +257,6 @@ class RouterActor(PickledCalls, RouterCore):
 
     async def ping(self) -> bool:
         return True
-
-
-def _node_id() -> str | None:
-    """The Ray node this router runs on (None outside Ray)."""
-    try:
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
-    except Exception:
-        return None
 
 
 def encode_cursor(rows: list[int | None]) -> str | None:

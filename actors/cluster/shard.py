@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Any
 
-from actors.cluster.adapter import PickledCalls
+from actors.cluster.adapter import PickledCalls, node_id, was_restarted
 from actors.cluster.durability import ShardDurability
 from actors.cluster.ingest_lane import IngestLane
 from actors.core.columns import SignalColumns
@@ -36,25 +36,6 @@ from actors.core.state import ShardState
 log = logging.getLogger(__name__)
 
 
-def _node_id() -> str | None:
-    """The Ray node this actor runs on (None outside Ray), so placement can be checked."""
-    try:
-        import ray
-
-        return str(ray.get_runtime_context().get_node_id())
-    except Exception:
-        return None
-
-
-def _was_restarted() -> bool:
-    try:
-        import ray
-
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:
-        return False
-
-
 def rss_bytes() -> int:
     """Resident memory of this process (Linux), for the memory benchmark."""
     try:
@@ -75,7 +56,7 @@ class ShardActor(PickledCalls):
     ) -> None:
         logging.basicConfig(level=log_level)
         self.shard_index = shard_index
-        self.restarted = _was_restarted()
+        self.restarted = was_restarted()
         # The constructor is the restore: Ray delivers no call before it returns, so the
         # shard answers nothing (and /readyz says 503) until its state is back.
         self.durable: ShardDurability | None = None
@@ -149,7 +130,7 @@ class ShardActor(PickledCalls):
             "pid": os.getpid(),
             "agents": len(self.state),
             "rss_bytes": rss_bytes(),
-            "node_id": _node_id(),
+            "node_id": node_id(),
         }
 
     async def register(self, cols: SignalColumns) -> IngestResult:
@@ -164,12 +145,6 @@ class ShardActor(PickledCalls):
     async def partial_select(self, req: SelectRequest) -> Partial:
         self._ensure_sweeper()
         return self.state.partial_select(req)
-
-    async def select(self, req: SelectRequest) -> Any:
-        result = self.state.select(req)
-        if req.assign:
-            await self._commit()
-        return result
 
     async def assign(self, agent_ids: list[str]) -> dict[str, str]:
         out = self.state.assign(agent_ids)
@@ -213,9 +188,6 @@ class ShardActor(PickledCalls):
     async def predict(self, agent_id: str, params: PredictParams) -> OverloadPrediction:
         return self.state.predict(agent_id, params)
 
-    async def overloads(self, params: PredictParams) -> list[OverloadPrediction]:
-        return self.state.overloads(params)
-
     async def overloads_page(
         self, params: PredictParams, start_row: int, limit: int, budget_s: float
     ) -> tuple[list[OverloadPrediction], int | None]:
@@ -226,10 +198,6 @@ class ShardActor(PickledCalls):
             out = step
             await asyncio.sleep(0)
         return out
-
-    async def sweep(self) -> dict[str, int]:
-        await self._writable()
-        return self.state.sweep()
 
     async def checkpoint(self) -> dict[str, Any]:
         """Take a snapshot now (a clean stop does, so the next start replays no WAL)."""
@@ -243,17 +211,15 @@ class ShardActor(PickledCalls):
             "shard": self.shard_index,
             **self.state.stats(),
             "pid": os.getpid(),
-            "node_id": _node_id(),
+            "node_id": node_id(),
             "restarted": self.restarted,
             "sweeps": self.sweeps,
             "failed_sweeps": self.failed_sweeps,
             "queued_signals": self.lane.queued_signals,
             "refused_signals": self.lane.refused_signals,
+            "merged_batches": self.lane.merged_batches,
             "durability": None if self.durable is None else self.durable.stats(),
         }
 
     async def metrics(self) -> MetricsSnapshot:
         return self.state.metrics_snapshot()
-
-    async def snapshot(self) -> bytes:
-        return self.state.snapshot()

@@ -89,10 +89,6 @@ class DeadlineExceeded(Unavailable):
     http_status = 504
 
 
-def field_error(field: str, reason: str) -> dict[str, Any]:
-    return {"field": field, "reason": reason}
-
-
 class Unauthorized(RippleError):
     """No credentials, or credentials that are malformed, forged or expired."""
 

@@ -60,7 +60,6 @@ class InFlight:
         self.flights: dict[str, Flight] = {}
         self.open_total = 0
         self.expired_total = 0
-        self.completed_total: dict[str, int] = {"ok": 0, "failed": 0}
         self.refused_total = 0
         self._drain_learned = False  # no drain rate anywhere: skip that part of estimates
         # Unique across restarts and processes: a random prefix plus a counter.
@@ -192,7 +191,6 @@ class InFlight:
         now: float,
     ) -> Released:
         fl = self.flights.get(agent_id)
-        self.completed_total["ok" if ok else "failed"] += 1
         task: Assignment | None = None
         if fl is not None and fl.open:
             if assignment_id is None:  # no id: the oldest open task ended

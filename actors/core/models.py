@@ -1,7 +1,7 @@
 """Pydantic models for everything that crosses an edge (HTTP, the Ray client, the core API).
 
 The hot ingest path does not build one model per signal: ``actors.core.columns`` applies the
-same rules to whole columns with numpy. ``tests/unit/test_columns.py`` checks that the two
+same rules to whole columns with numpy. ``tests/unit/test_validation.py`` checks that the two
 agree. Timestamps: unix seconds, or an RFC 3339 string / ``datetime`` *with* a zone. A naive
 datetime is rejected, because guessing its zone silently shifts data by hours.
 """

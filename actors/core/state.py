@@ -328,6 +328,8 @@ class ShardState(TaskVerbs):
             "live_signals": self.signals.live_count(self._clock()),
             "history_signals": self.hist.total(),
             "in_flight": self.inflight.open_total,
+            # Assignments refused by the shard's bound on open records (not in flight).
+            "refused_assignments": self.inflight.refused_total,
             "array_bytes": self.table.nbytes(),
         }
 

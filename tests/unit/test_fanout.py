@@ -86,8 +86,6 @@ def test_failed_or_slow_shards_degrade_the_answer_instead_of_failing_it(router) 
     assert core.degraded_total == 1
     stats = asyncio.run(core.stats())
     assert not stats["ready"] and [s["up"] for s in stats["shards"]] == [False, False, True]
-    snap = asyncio.run(core.metrics_snapshot())
-    assert snap["shard_up"] == {0: False, 1: False, 2: True}
 
 
 def test_no_shard_answering_is_unavailable_and_one_owner_down_is_typed(router) -> None:
