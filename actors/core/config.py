@@ -236,18 +236,19 @@ class ServiceConfig(BaseSettings):
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
             base_cls = type("_ScopedServiceConfig", (cls,), {"_yaml_file": path})
-        merged = _merge(base_cls().model_dump(), overrides)
-        return cls.model_validate(merged)
+        # The overrides go in as init arguments, the highest of pydantic-settings' sources,
+        # which it deep-merges with the others before validating once: a section given
+        # partly by the environment and partly here is checked whole (the environment's
+        # ``durability.mode: wal`` with the CLI's ``storage_path``).
+        return cls.model_validate(base_cls(**_without_none(overrides)).model_dump())
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def _without_none(overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
+        if isinstance(value, dict):
+            out[key] = _without_none(value)
+        elif value is not None:
             out[key] = value
     return out
 

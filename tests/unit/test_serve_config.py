@@ -41,3 +41,30 @@ def test_the_serve_config_refuses_to_start_beyond_loopback_without_a_secret(
         build_app({**app.args, "auth_secret_file": str(short)})
     with pytest.raises(ValueError, match="cannot read the auth secret file"):
         build_app({**app.args, "auth_secret_file": str(tmp_path / "missing")})
+
+
+def test_ripple_up_merges_a_durability_section_from_env_and_cli(monkeypatch, tmp_path) -> None:
+    """``RIPPLE_DURABILITY__MODE=wal ripple up --storage DIR`` failed: the environment's
+    section was validated (mode wal, no storage) before the CLI's was merged in."""
+    import argparse
+
+    from serve.cli import durability_overrides
+
+    monkeypatch.setenv("RIPPLE_DURABILITY__MODE", "wal")
+    monkeypatch.setenv("RIPPLE_DURABILITY__FSYNC", "always")
+    ns = argparse.Namespace(
+        no_durability=False, storage=str(tmp_path), fsync=None, config=None, namespace=None
+    )
+    config = ServiceConfig.load(durability=durability_overrides(ns), http={"port": 9001})
+    d = config.durability
+    assert (d.mode, d.fsync, d.storage_path) == ("wal", "always", str(tmp_path))
+    assert config.http.port == 9001 and config.http.host == "127.0.0.1"
+    # CLI > environment > file > defaults, key by key.
+    yaml_file = tmp_path / "ripple.yaml"
+    yaml_file.write_text(
+        "durability:\n  snapshot_interval_s: 30\n  fsync: everysec\nnum_shards: 3\n"
+    )
+    config = ServiceConfig.load(yaml_file, durability={"storage_path": str(tmp_path)})
+    d = config.durability
+    assert (d.mode, d.fsync, d.snapshot_interval_s) == ("wal", "always", 30.0)
+    assert config.num_shards == 3
