@@ -86,8 +86,10 @@ def compare(
     slow_factor: float = 4.0,
     seed: int = 1,
     warmup: int = 40,
+    apps: tuple[str, ...] = (APP_DEFAULT, APP_RIPPLE),
 ) -> dict[str, Any]:
-    """Run both routers on the same arrivals; Serve and Ripple (``namespace``) must be up."""
+    """Run the routers of ``apps`` on the same arrivals; Serve and Ripple (``namespace``)
+    must be up."""
     from ray import serve
     from ray.serve.config import RequestRouterConfig
 
@@ -113,7 +115,8 @@ def compare(
         "request_router_kwargs": {"namespace": namespace, "seed": seed},
     }
     routers = {APP_DEFAULT: None, APP_RIPPLE: RequestRouterConfig(**ripple_router)}
-    for app, config in routers.items():
+    for app in apps:
+        config = routers[app]
         dep = worker if config is None else worker.options(request_router_config=config)
         handle = serve.run(dep.bind(), name=app, route_prefix=f"/{app}")
         try:

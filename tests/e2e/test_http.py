@@ -283,18 +283,17 @@ def test_metrics_parse_and_move(http) -> None:
     http.post("/v1/signals", json={"signals": [sig("m-a", "LATENCY", 0.1), sig("m-b", "LOAD", 7)]})
     http.post("/v1/select", json={"k": 1, "strategy": "p2c"})
     after = http.get("/metrics").text
-    assert sample(after, "coordination_signals_total", {"signal_type": "LATENCY"}) >= 1 + sample(
-        before, "coordination_signals_total", {"signal_type": "LATENCY"}
-    )
-    assert (
-        sample(after, "coordination_signals_rejected_total", {"reason": "value_out_of_range"}) >= 1
-    )
-    assert sample(after, "coordination_routing_selections_total", {"strategy": "p2c"}) >= 1
-    assert sample(after, "coordination_shard_up", {"shard": "1"}) == 1.0
-    assert (
-        sample(after, "coordination_agent_selection_duration_seconds_count", {"strategy": "p2c"})
-        >= 1
-    )
+
+    def moved(name: str, **labels: str) -> float:
+        """How far a counter moved between the two scrapes (counters, not totals: an
+        earlier test may have counted the same thing already)."""
+        return sample(after, name, labels) - sample(before, name, labels)
+
+    assert moved("coordination_signals_total", signal_type="LATENCY") >= 1
+    assert moved("coordination_signals_rejected_total", reason="value_out_of_range") >= 1
+    assert moved("coordination_routing_selections_total", strategy="p2c") >= 1
+    assert moved("coordination_agent_selection_duration_seconds_count", strategy="p2c") >= 1
+    assert sample(after, "coordination_shard_up", {"shard": "1"}) == 1.0  # a gauge
 
 
 def test_http_client_round_trip(service) -> None:
