@@ -208,6 +208,11 @@ def install(app: FastAPI, max_body_bytes: Callable[[], int]) -> None:
 class ErrorDetail(BaseModel):
     field: str | None = None
     reason: str = ""
+    # In a batch's 503: the item's position and what became of it (not_applied: resend;
+    # unknown: its shard missed the deadline; rejected: fix it). Decide on these, not on
+    # the words of ``reason``.
+    index: int | None = None
+    outcome: str | None = None
 
 
 class ErrorInfo(BaseModel):

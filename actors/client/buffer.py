@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from actors.client.ops import ItemOutcome
 from actors.core.errors import RippleError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,13 @@ def partial_failure(
     again: dict[int, str] = {}
     rejected: list[dict[str, Any]] = []
     for d in details or []:
-        fld, reason = str(d.get("field", "")), str(d.get("reason", ""))
-        idx = fld.split(".", 1)[1] if fld.startswith("signals.") else ""
-        if not idx.isdigit() or int(idx) >= size:
+        idx, outcome = d.get("index"), d.get("outcome")
+        if not isinstance(idx, int) or not 0 <= idx < size:
             continue
-        if reason.startswith("rejected"):
-            rejected.append({"index": int(idx), "error": reason})
-        else:
-            again[int(idx)] = reason
+        if outcome == ItemOutcome.REJECTED:
+            rejected.append({"index": idx, "error": str(d.get("reason", ""))})
+        elif outcome in (ItemOutcome.NOT_APPLIED, ItemOutcome.UNKNOWN):
+            again[idx] = str(d.get("reason", ""))
     return (again, rejected) if again else None
 
 

@@ -11,6 +11,7 @@ client; selections, scores and predictions go through a router, which fans out a
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import os
@@ -20,7 +21,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from actors.cluster.adapter import Calls, Fanout, Gathered, Op, RayTransport
+from actors.cluster.adapter import (
+    Calls,
+    Failure,
+    FailureKind,
+    Fanout,
+    Gathered,
+    Op,
+    RayTransport,
+)
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
@@ -54,6 +63,24 @@ def _weights(weights: WeightsArg) -> Weights | None:
     return Weights(**weights) if isinstance(weights, dict) else weights
 
 
+class ItemOutcome(str, enum.Enum):
+    """What became of one item of a batch whose call failed in part (in the 503's details,
+    beside the words): callers decide on this, never on the wording."""
+
+    NOT_APPLIED = "not_applied"  # its shard applied nothing of it: resend it
+    UNKNOWN = "unknown"  # its shard missed the deadline: it may have been applied
+    REJECTED = "rejected"  # processed and refused: fix it, do not resend
+
+
+def item_detail(index: int, outcome: ItemOutcome, reason: str) -> dict[str, Any]:
+    return {
+        "field": f"signals.{index}",
+        "index": index,
+        "outcome": outcome.value,
+        "reason": f"{outcome.value}: {reason}",
+    }
+
+
 def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestResult:
     """The per-item answer of a batch sent to its owners. When an owner did not answer,
     the whole call fails with ``Unavailable`` (a 503 at the edge), and its details say
@@ -65,14 +92,13 @@ def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestRes
     for s, pos in positions.items():
         res = got.results.get(s)
         if res is None:
-            why = got.failures.get(s, "no answer")
-            late = "no answer within" in why
-            reason = (
-                f"unknown: shard {s} did not answer in time; it may have been applied"
-                if late
-                else f"not applied: shard {s} unavailable ({why})"
-            )
-            missing.extend({"field": f"signals.{int(p)}", "reason": reason} for p in pos.tolist())
+            failure = got.failures.get(s, Failure(FailureKind.UNREACHABLE, "no answer"))
+            if failure.kind.applied_nothing:
+                outcome, reason = ItemOutcome.NOT_APPLIED, f"shard {s} unavailable ({failure})"
+            else:
+                outcome = ItemOutcome.UNKNOWN
+                reason = f"shard {s} did not answer in time; it may have been applied"
+            missing.extend(item_detail(int(p), outcome, reason) for p in pos.tolist())
             continue
         accepted += res.accepted
         rejected.extend(
@@ -81,15 +107,11 @@ def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestRes
         )
     rejected.sort(key=lambda r: r.index)
     if missing:
-        missing.sort(key=lambda d: int(d["field"].split(".")[1]))
-        missing.extend(
-            {"field": f"signals.{r.index}", "reason": f"rejected: {r.error}"} for r in rejected
-        )
+        missing.sort(key=lambda d: int(d["index"]))
+        missing.extend(item_detail(r.index, ItemOutcome.REJECTED, r.error) for r in rejected)
         total = sum(len(p) for p in positions.values())
         # Every missing shard refused for its storage: the code says so, too.
-        storage = len(got.refusals) == len(got.failures) and all(
-            isinstance(r, StorageUnavailable) for r in got.refusals.values()
-        )
+        storage = all(isinstance(f.error, StorageUnavailable) for f in got.failures.values())
         raise (StorageUnavailable if storage else Unavailable)(
             f"{accepted} of {total} signals applied; the owners of "
             f"{len(got.failures)} shard(s) did not answer. The details list every item "
@@ -336,7 +358,7 @@ class ClientOps:
         start replays no WAL); per shard, what it did, or why it could not."""
         got = yield self._shards, {s: ("checkpoint", ()) for s in range(self.num_shards)}
         return {
-            s: got.results[s] if s in got.results else {"error": got.failures.get(s)}
+            s: got.results[s] if s in got.results else {"error": str(got.failures.get(s))}
             for s in range(self.num_shards)
         }
 

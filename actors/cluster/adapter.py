@@ -8,6 +8,7 @@ tested without a cluster.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import logging
 import pickle
@@ -39,15 +40,38 @@ class Transport(Protocol):
         ...
 
 
+class FailureKind(enum.Enum):
+    """Why a shard gave no answer, which decides what the caller may assume."""
+
+    NO_ANSWER = "no_answer"  # missed the deadline: the call may or may not have applied
+    UNREACHABLE = "unreachable"  # dead, restarting or unreachable: it applied nothing
+    REFUSED = "refused"  # answered Unavailable (overloaded, storage): it applied nothing
+
+    @property
+    def applied_nothing(self) -> bool:
+        return self is not FailureKind.NO_ANSWER
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One shard's missing answer: its kind (typed, for decisions) and words (for people:
+    free to change). ``error``: what a refusing shard raised, kept whole so its code
+    (e.g. ``storage_unavailable``) reaches the caller."""
+
+    kind: FailureKind
+    reason: str
+    error: Unavailable | None = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 @dataclass
 class Gathered:
     """Answers by shard, and why the others did not answer."""
 
     results: dict[int, Any] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    # The error a shard answered with when it said it could not (e.g. its storage
-    # failed): kept whole, so its code reaches the caller.
-    refusals: dict[int, Unavailable] = field(default_factory=dict)
+    failures: dict[int, Failure] = field(default_factory=dict)
     asked: int = 0
 
     @property
@@ -83,10 +107,12 @@ class Fanout:
         real = unwrap(exc)
         if isinstance(real, RippleError) and not isinstance(real, Unavailable):
             raise real  # the request itself is wrong: every shard would say the same
-        if isinstance(real, Unavailable) or self.transport.is_outage(exc):
-            out.failures[shard] = f"{type(real).__name__}: {real}"
-            if isinstance(real, Unavailable):
-                out.refusals[shard] = real
+        reason = f"{type(real).__name__}: {real}"
+        if isinstance(real, Unavailable):
+            out.failures[shard] = Failure(FailureKind.REFUSED, reason, real)
+            return
+        if self.transport.is_outage(exc):
+            out.failures[shard] = Failure(FailureKind.UNREACHABLE, reason)
             return
         log.error("shard %d raised %s", shard, type(real).__name__, exc_info=exc)
         raise InternalError(f"shard {shard} failed with {type(real).__name__}")
@@ -103,7 +129,7 @@ class Fanout:
         done, pending = await asyncio.wait(tasks, timeout=self.deadline_s)
         for task in pending:
             task.cancel()
-            out.failures[tasks[task]] = f"no answer within {self.deadline_s:g} s"
+            out.failures[tasks[task]] = self._late()
         for task in done:
             exc = task.exception()
             if exc is None:
@@ -118,7 +144,7 @@ class Fanout:
         by_ref = {id(r): s for s, r in refs.items()}
         ready, pending = self.transport.wait(list(refs.values()), self.deadline_s)
         for ref in pending:
-            out.failures[by_ref[id(ref)]] = f"no answer within {self.deadline_s:g} s"
+            out.failures[by_ref[id(ref)]] = self._late()
         for ref in ready:
             try:
                 out.results[by_ref[id(ref)]] = self.transport.get(ref)
@@ -126,16 +152,20 @@ class Fanout:
                 self._classify(exc, out, by_ref[id(ref)])
         return out
 
+    def _late(self) -> Failure:
+        return Failure(FailureKind.NO_ANSWER, f"no answer within {self.deadline_s:g} s")
+
     @staticmethod
     def one(gathered: Gathered, shard: int) -> Any:
         """The single answer of a call that needed exactly one shard, or a typed error."""
         if shard in gathered.results:
             return gathered.results[shard]
-        if shard in gathered.refusals:
-            raise gathered.refusals[shard]
-        reason = gathered.failures.get(shard, "no answer")
-        err = DeadlineExceeded if "no answer within" in reason else Unavailable
-        raise err(f"shard {shard} is unavailable", [{"field": "shard", "reason": reason}])
+        failure = gathered.failures.get(shard, Failure(FailureKind.UNREACHABLE, "no answer"))
+        if failure.error is not None:
+            raise failure.error
+        err = DeadlineExceeded if failure.kind is FailureKind.NO_ANSWER else Unavailable
+        detail = [{"field": "shard", "reason": failure.reason}]
+        raise err(f"shard {shard} is unavailable", detail)
 
     def all_ok(self, gathered: Gathered) -> None:
         """Raise when no shard answered at all; partial answers are the caller's to mark."""
@@ -143,7 +173,7 @@ class Fanout:
             raise Unavailable(
                 "no shard answered",
                 [
-                    {"field": f"shard {s}", "reason": r}
+                    {"field": f"shard {s}", "reason": r.reason}
                     for s, r in sorted(gathered.failures.items())
                 ],
             )

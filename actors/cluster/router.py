@@ -204,7 +204,7 @@ class RouterCore:
     async def stats(self) -> dict[str, Any]:
         got = await self._all("stats")
         shards = [
-            got.results.get(s, {"shard": s, "up": False, "error": got.failures.get(s)})
+            got.results.get(s, {"shard": s, "up": False, "error": str(got.failures.get(s))})
             for s in range(self.num_shards)
         ]
         for s in shards:

@@ -328,7 +328,8 @@ def test_shard_down_gives_503_with_retry_after_and_not_ready(http, ray_session, 
     r = http.post("/down/v1/signals", json={"signals": [sig("d-1", "LOAD", 0.2)]})
     assert r.status_code == 503 and r.headers["retry-after"], r.text
     (detail,) = r.json()["error"]["details"]
-    assert detail["field"] == "signals.0" and detail["reason"].startswith("not applied")
+    assert detail["field"] == "signals.0" and detail["index"] == 0
+    assert detail["outcome"] == "not_applied"  # typed: resend it
     r = http.post("/down/v1/agents/d-2/signals", json={"signal_type": "LOAD", "value": 0.2})
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
 

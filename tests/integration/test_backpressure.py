@@ -72,7 +72,7 @@ def test_overload_is_refused_retryably_and_nothing_is_lost(deployed, ray_session
     assert all(r.accepted == BATCH for r in acked)
     # A refused batch names every item as not applied, so a client knows what to resend.
     assert all(len(e.details) == BATCH for e in refused)
-    assert all(d["reason"].startswith("not applied") for d in refused[0].details)
+    assert all(d["outcome"] == "not_applied" for d in refused[0].details)
     (shard,) = stats["shards"]
     assert shard["queued_signals"] == 0  # drained
     assert shard["refused_signals"] == len(refused) * BATCH

@@ -58,16 +58,17 @@ def test_bounded_while_the_service_is_down_and_recovers() -> None:
 
 
 def test_retry_only_what_a_partial_outage_did_not_apply_in_order() -> None:
+    from actors.client.ops import ItemOutcome, item_detail
     from actors.core.errors import InvalidInput, Unavailable
 
     sent: list[list[int]] = []
     answers: list[Exception | None] = [
         Unavailable(
             "1 of 4 applied",
-            [
-                {"field": "signals.1", "reason": "not applied: shard 1 unavailable"},
-                {"field": "signals.3", "reason": "not applied: shard 1 unavailable"},
-                {"field": "signals.2", "reason": "rejected: value: out of range"},
+            [  # decided on the typed outcome, whatever the words say
+                item_detail(1, ItemOutcome.NOT_APPLIED, "shard 1 unavailable"),
+                item_detail(3, ItemOutcome.NOT_APPLIED, "rejected, in other words"),
+                item_detail(2, ItemOutcome.REJECTED, "value: out of range"),
             ],
         ),
         None,
