@@ -106,7 +106,7 @@ class ShardDurability:
 
     def _failed(self, why: str, step: str) -> None:
         self.storage_errors += 1
-        self._metrics.count(self._metrics.storage_failures_total, step)
+        self._metrics.record_storage_failure(step)
         if self.problem is None:
             self.problem_since = time.time()
             log.error("shard %d: storage failing: %s", self.shard_index, why)
@@ -168,7 +168,7 @@ class ShardDurability:
             except StorageUnavailable as exc:
                 self._failed(str(exc.details[0]["reason"]), "append")
                 raise
-            metrics.wal_bytes_total += len(record)
+            metrics.record_wal_bytes(len(record))
             if self.problem is not None and not self.sync_each_write:
                 self._recovered()  # the log takes records again
 

@@ -66,7 +66,7 @@ def load_state(
     report.snap_seq = 0
     for seq, name in reversed(snapshot_names(storage)):
         try:
-            state = ShardState.restore(storage.get(name), config, clock)
+            state = recovery.restore(storage.get(name), config, clock)
             report.snap_seq = seq
             log.info("shard %d: loaded snapshot %s", report.shard_index, name)
             break

@@ -139,7 +139,7 @@ class ShardActor(PickledCalls):
             return await self.lane.submit(cols)
         except Unavailable as exc:
             reason = "storage" if isinstance(exc, StorageUnavailable) else "overloaded"
-            self.state.metrics.count(self.state.metrics.rejected_total, reason, len(cols))
+            self.state.metrics.record_rejected(reason, len(cols))
             raise
 
     async def partial_select(self, req: SelectRequest) -> Partial:
@@ -194,7 +194,8 @@ class ShardActor(PickledCalls):
         """A page of overloads, scanned in chunks that yield to the event loop between
         them, so selections and ingest go on meanwhile; bounded by ``budget_s``."""
         out: tuple[list[OverloadPrediction], int | None] = ([], start_row)
-        for step in self.state.page_steps(params, start_row, limit, budget_s):
+        state = self.state
+        for step in state.scan.steps(params, start_row, limit, budget_s, state.now):
             out = step
             await asyncio.sleep(0)
         return out

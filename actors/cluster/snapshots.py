@@ -92,7 +92,7 @@ class Snapshots:
         self.last_at = time.time()
         self.last_s = time.perf_counter() - t0
         self.last_bytes = size
-        state.metrics.snapshot_s.observe(self.last_s)
+        state.metrics.record_snapshot(self.last_s)
         return {"seq": seq, "bytes": size, "seconds": self.last_s}
 
     def _put_verified(self, name: str, write: Callable[[BinaryIO], None]) -> int:

@@ -13,8 +13,8 @@ LOAD *measured* at t already counts the tasks assigned before t, so those become
 
 A task nobody completes expires after a learned service time (from reported durations,
 or by Little's law from LOAD and the assignment rate), bounded by ``assignment_ttl_s``.
-Records are kept by agent id, so the table's swap-remove never re-maps them; learned
-parameters are per-row arrays on the table, so they travel with snapshots.
+Records are kept by agent id, so the table's swap-remove never re-maps them. What is
+learned per agent (the unit, the service time, the drain rate) is ``actors.core.learning``.
 """
 
 from __future__ import annotations
@@ -27,19 +27,9 @@ from typing import Any
 import numpy as np
 
 from actors.core.flights import Assignment, Flight, Released
+from actors.core.learning import Rates
 from actors.core.models import LOAD_CODE
 from actors.core.table import AgentTable
-
-# Learning rates of the per-agent estimators (exponentially weighted means).
-_UNIT_EWMA = 0.2
-_SERVICE_EWMA = 0.05
-_DRAIN_EWMA = 0.2
-_MIN_DRAIN_SPAN_S = 0.2
-# A task lives at least this long, and a learned service time is stretched by this factor
-# before it bounds a task: a slow task is far more likely than a lost one.
-_MIN_TASK_S = 0.05
-_SERVICE_STRETCH = 3.0
-_UNIT_BOUNDS = (1e-4, 1.0)
 
 
 class InFlight:
@@ -53,37 +43,25 @@ class InFlight:
         max_per_shard: int,
     ) -> None:
         self.table = table
-        self.default_unit = default_unit
-        self.assignment_ttl_s = assignment_ttl_s
+        self.rates = Rates(table, default_unit=default_unit, assignment_ttl_s=assignment_ttl_s)
         self.max_per_agent = max_per_agent
         self.max_per_shard = max_per_shard
         self.flights: dict[str, Flight] = {}
         self.open_total = 0
         self.expired_total = 0
         self.refused_total = 0
-        self._drain_learned = False  # no drain rate anywhere: skip that part of estimates
         # Unique across restarts and processes: a random prefix plus a counter.
         self._ids = (f"{os.urandom(4).hex()}-{i}" for i in itertools.count(1))
-        table.register("max_concurrency", (), np.float64, np.nan)  # declared
-        table.register("unit", (), np.float64, np.nan)  # learned load per task
-        # The load per task in force (declared, else learned, else the default), kept up
-        # to date on every change so the hot path reads one array.
-        table.register("unit_eff", (), np.float64, default_unit)
-        table.register("service_s", (), np.float64, np.nan)  # learned service time
-        table.register("service_from_durations", (), np.bool_, 0)
         # Mirrors of each Flight, so the estimate of many rows is a few array passes: open
         # tasks the last report has not seen, absorbed tasks completed since it, and the
         # earliest expiry among the former (past it, the row is refreshed first).
         table.register("fresh", (), np.int32, 0)
         table.register("done_since", (), np.int32, 0)
         table.register("next_exp", (), np.float64, np.inf)
-        # For agents whose callers never report completions: tasks/s the agent drains
-        # while busy (learned from consecutive reports), and when and how loaded the last
-        # report was, so the estimate also falls between reports instead of only rising.
-        table.register("drain_per_s", (), np.float64, np.nan)
+        # When and how loaded the last report was (for agents whose callers report no
+        # completions), so the estimate also falls between reports instead of only rising.
         table.register("report_at", (), np.float64, -np.inf)
         table.register("report_load", (), np.float64, np.nan)
-        table.register("report_every_s", (), np.float64, np.nan)
         table.on_remove(self._forget)
 
     def _sync(self, agent_id: str, row: int) -> None:
@@ -109,29 +87,10 @@ class InFlight:
 
     # ------------------------------------------------------------------ parameters
     def unit_of(self, row: int) -> float:
-        """Load one task adds: 1/max_concurrency if declared, else learned, else default."""
-        return float(self.table["unit_eff"][row])
+        return self.rates.unit_of(row)
 
     def declare(self, row: int, max_concurrency: int) -> None:
-        self.table["max_concurrency"][row] = max_concurrency
-        self._set_unit(row)
-
-    def _set_unit(self, row: int) -> None:
-        declared, learned = self.table["max_concurrency"][row], self.table["unit"][row]
-        self.table["unit_eff"][row] = (
-            1.0 / declared if declared > 0 else learned if learned > 0 else self.default_unit
-        )
-
-    def task_ttl_s(self, row: int) -> float:
-        """How long an uncompleted task counts: a few learned service times, but never
-        less than two report intervals (a report, not a guess, should retire it), and
-        never more than ``assignment_ttl_s``."""
-        svc = self.table["service_s"][row]
-        if not svc > 0:
-            return self.assignment_ttl_s
-        every = self.table["report_every_s"][row]
-        floor = max(_MIN_TASK_S, 2.0 * every) if every > 0 else _MIN_TASK_S
-        return float(min(self.assignment_ttl_s, max(floor, _SERVICE_STRETCH * svc)))
+        self.rates.declare(row, max_concurrency)
 
     def _new_flight(self, row: int, now: float) -> Flight:
         """A Flight that starts from the agent's live LOAD report, if it has one (read from
@@ -170,7 +129,7 @@ class InFlight:
             self.expired_total += 1
             self._sync(agent_id, row)
         aid = next(self._ids) if aid is None else aid
-        task = fl.open[aid] = Assignment(now, now + self.task_ttl_s(row))
+        task = fl.open[aid] = Assignment(now, now + self.rates.task_ttl_s(row))
         fl.assigned_since += 1
         self.open_total += 1
         t = self.table.arrays
@@ -202,7 +161,7 @@ class InFlight:
         # ``duration_s`` (processing only) is the fallback.
         seen_s = now - task.made_at_s if task is not None else duration_s
         if seen_s is not None and seen_s >= 0:
-            self._learn_service(row, seen_s, from_durations=True)
+            self.rates.learn_service(row, seen_s, from_durations=True)
         if fl is not None:
             fl.done_since += 1
             fl.reports_completions = True
@@ -226,65 +185,23 @@ class InFlight:
             net = fl.assigned_since - fl.done_since
             learn = fl.reports_completions and math.isfinite(fl.report_value)
             if learn and net != 0:
-                sample = (v - fl.report_value) / net
-                if _UNIT_BOUNDS[0] <= sample <= _UNIT_BOUNDS[1]:
-                    old = self.table["unit"][r]
-                    self.table["unit"][r] = (
-                        sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
-                    )
-                    self._set_unit(r)
+                self.rates.learn_unit(r, v - fl.report_value, net)
             # Tasks assigned between the two measurements (not between the two arrivals:
             # a report can arrive after tasks it did not see). Open ones only, which for
             # an agent without completion reports is all of them until they expire.
             between = sum(1 for a in fl.open.values() if fl.report_ts <= a.made_at_s < t)
             if between and math.isfinite(fl.report_ts) and t > fl.report_ts:
-                # Little's law: time in system = tasks in system / arrival rate.
-                rate = between / (t - fl.report_ts)
-                tasks = v / self.unit_of(r)
-                if not self.table["service_from_durations"][r] and rate > 0 and tasks > 0:
-                    self._learn_service(r, tasks / rate, from_durations=False)
+                self.rates.learn_service_from_load(r, between / (t - fl.report_ts), v)
             if not fl.reports_completions and math.isfinite(fl.report_value):
-                self._learn_drain(r, fl, v, t, between)
+                self.rates.learn_drain(r, fl, v, t, between)
             if math.isfinite(fl.report_ts) and t > fl.report_ts:
-                every = self.table["report_every_s"]
-                gap, old = t - fl.report_ts, every[r]
-                every[r] = gap if not old > 0 else old + _DRAIN_EWMA * (gap - old)
+                self.rates.learn_report_interval(r, t - fl.report_ts)
             fl.report_ts, fl.report_value = t, v
             fl.completed_since = 0
             fl.assigned_since = fl.done_since = 0
             if not fl.open and not fl.reports_completions:
                 del self.flights[ids[r]]
             self._sync(ids[r], r)
-
-    def _learn_drain(self, row: int, fl: Flight, v: float, t: float, between: int) -> None:
-        """Tasks finished between two reports = assigned - (rise in LOAD / unit). When the
-        agent was loaded at both ends it was busy throughout, and that is its drain rate;
-        when it was idle at an end it may have idled meanwhile, so the figure is only a
-        lower bound: it can raise the learned rate, never lower it (a fast agent that is
-        always idle when it reports must not look slow)."""
-        span = t - fl.report_ts
-        low, high = min(v, fl.report_value), max(v, fl.report_value)
-        # Reports a moment apart would turn a rounding step into an absurd rate.
-        if span < _MIN_DRAIN_SPAN_S or high >= 1.0:
-            return
-        drained = between - (v - fl.report_value) / self.unit_of(row)
-        if drained <= 0:
-            return
-        rate = drained / span
-        arr = self.table["drain_per_s"]
-        old = arr[row]
-        self._drain_learned = True
-        if not old > 0:
-            arr[row] = rate
-        elif low > 0 or rate > old:
-            arr[row] = old + _DRAIN_EWMA * (rate - old)
-
-    def _learn_service(self, row: int, seconds: float, *, from_durations: bool) -> None:
-        svc = self.table["service_s"]
-        old = svc[row]
-        svc[row] = seconds if not old > 0 else old + _SERVICE_EWMA * (seconds - old)
-        if from_durations:
-            self.table["service_from_durations"][row] = True
 
     def _expire_agent(self, agent_id: str, now: float) -> None:
         fl = self.flights.get(agent_id)
@@ -330,7 +247,7 @@ class InFlight:
         net = t["fresh"][rows] - t["done_since"][rows]
         units = t["unit_eff"][rows]
         out: np.ndarray = units * net
-        if not self._drain_learned:
+        if not self.rates.drain_learned:
             return out
         drain = t["drain_per_s"][rows]
         use = (drain > 0) & (t["report_at"][rows] > -np.inf)
@@ -362,14 +279,7 @@ class InFlight:
         return {a for a, fl in self.flights.items() if fl.open}
 
     def view(self, agent_id: str, row: int, now: float) -> dict[str, Any]:
-        svc = self.table["service_s"][row]
-        declared = self.table["max_concurrency"][row]
-        return {
-            "in_flight": self.open_count(agent_id, now),
-            "load_per_task": self.unit_of(row),
-            "max_concurrency": int(declared) if declared > 0 else None,
-            "service_time_s": float(svc) if svc > 0 else None,
-        }
+        return {"in_flight": self.open_count(agent_id, now), **self.rates.view(row)}
 
     # ------------------------------------------------------------------ snapshots
     def records(self) -> list[list[Any]]:
@@ -388,8 +298,7 @@ class InFlight:
         ]
 
     def load_records(self, records: list[list[Any]]) -> None:
-        n = self.table.n
-        self._drain_learned = bool(np.any(self.table["drain_per_s"][:n] > 0))
+        self.rates.after_restore(self.table.n)
         for a, rts, rv, completed, assigned, done, reports, open_ in records:
             fl = Flight(report_ts=float(rts), report_value=float(rv))
             fl.completed_since, fl.assigned_since = int(completed), int(assigned)

@@ -157,6 +157,22 @@ class MetricsSnapshot:
         self.selection(strategy).observe(took_s)
         self.signal_age_s.observe_many(ages_s[np.isfinite(ages_s)])
 
+    def record_rejected(self, reason: str, signals: int) -> None:
+        """Signals refused whole before validation (back-pressure, storage)."""
+        self.count(self.rejected_total, reason, signals)
+
+    def record_completion(self, ok: bool) -> None:
+        self.count(self.completed_total, "ok" if ok else "failed")
+
+    def record_wal_bytes(self, n: int) -> None:
+        self.wal_bytes_total += n
+
+    def record_snapshot(self, took_s: float) -> None:
+        self.snapshot_s.observe(took_s)
+
+    def record_storage_failure(self, step: str) -> None:
+        self.count(self.storage_failures_total, step)
+
     def record_prediction(self, will_overload: bool | None) -> None:
         key = "insufficient_data" if will_overload is None else str(will_overload).lower()
         self.count(self.predictions_total, key)

@@ -1,58 +1,94 @@
 """Bringing a shard's state back, and snapshotting it without stopping its host.
 
-``replay`` applies WAL records (``actors.core.wal``) to a ``ShardState``, each at the time
-it was made; ``snapshot_layout`` and ``snapshot_parts`` split a snapshot so a host can copy
-the large arrays in pieces (``actors.cluster.durability`` does). The one-shot
-``ShardState.snapshot`` / ``ShardState.restore`` stay on the state.
+``restore`` builds a ``ShardState`` from snapshot bytes; ``replay`` applies WAL records
+(``actors.core.wal``) to one, each through the same verb that made it and at its own time
+(``REPLAY``: the op table); ``snapshot_layout`` and ``snapshot_parts`` split a snapshot so
+a host can copy the large arrays in pieces (``actors.cluster.snapshots`` does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from actors.core import persistence, wal
+from actors.core.config import ShardConfig
+from actors.core.errors import InvalidInput
+from actors.core.metrics import MetricsSnapshot
 from actors.core.state import ShardState
 
 
-class _Stopped:
-    """A clock stopped at the time a WAL record was made."""
+def restore(
+    data: bytes,
+    config: ShardConfig | None = None,
+    clock: Callable[[], float] = time.time,
+    seed: int | None = None,
+) -> ShardState:
+    """A state from ``snapshot()`` bytes; corrupt input is an ``InvalidInput``."""
+    size = persistence.history_size(data)
+    if not isinstance(size, int) or size < 1:
+        raise InvalidInput(
+            "corrupt or incompatible snapshot",
+            [{"field": "history_size", "reason": f"got {size!r}"}],
+        )
+    config = config or ShardConfig(history_size=size)
+    if config.history_size != size:
+        raise InvalidInput(
+            "snapshot history_size differs from config",
+            [{"field": "history_size", "reason": f"snapshot has {size}"}],
+        )
+    state = ShardState(config, clock, seed)
+    snap = persistence.load(data, state.table)
+    try:
+        state.table.add(snap.ids)
+        for name, arr in snap.arrays.items():
+            state.table.arrays[name][..., : state.table.n] = arr
+        state.inflight.load_records(snap.inflight)
+        for agent_id, labels in snap.labels.items():
+            state.labels.replace(agent_id, labels)
+        counted = MetricsSnapshot.from_counters_json(snap.metrics)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise InvalidInput(
+            "corrupt or incompatible snapshot", [{"field": "snapshot", "reason": str(exc)}]
+        ) from exc
+    # Merged into the live object (the overload scan holds it), and kept as the base
+    # a scrape subtracts, so counters neither restart at zero nor count twice.
+    state.metrics.merge(counted)
+    state.metrics.restored_base = counted
+    return state
 
-    def __init__(self, t: float) -> None:
-        self.t = t
 
-    def __call__(self) -> float:
-        return self.t
+# Each WAL op, applied through the verb that logged it, at the record's time.
+REPLAY: dict[str, Callable[[ShardState, wal.Record], object]] = {
+    "ingest": lambda s, r: s.ingest(wal.ingest_columns(r), at_s=r.t),
+    "assign": lambda s, r: s.tasks.assign_with_ids([(a, i) for a, i in r.args["pairs"]], r.t),
+    "complete": lambda s, r: s.complete(
+        r.args["agent"], r.args["id"], r.args["ok"], r.args["duration_s"], at_s=r.t
+    ),
+    "describe": lambda s, r: s.describe(
+        r.args["agent"], r.args["max_concurrency"], r.args["labels"], at_s=r.t
+    ),
+    "delete": lambda s, r: s.delete(r.args["agent"], at_s=r.t),
+    "sweep": lambda s, r: s.sweep(at_s=r.t),
+}
 
 
 def replay(state: ShardState, records: list[wal.Record]) -> Iterator[int]:
     """Apply WAL records in order, each at its own time; yields after each so a host can
     report progress. The journal is off meanwhile (nothing is logged twice)."""
-    journal, clock = state.journal, state._clock
-    state.journal = None
+    journal, state.journal = state.journal, None
     try:
         for i, rec in enumerate(records):
-            state._clock = _Stopped(rec.t)
-            args = rec.args
-            if rec.op == "ingest":
-                state.ingest(wal.ingest_columns(rec))
-            elif rec.op == "assign":
-                state.assign_with_ids([(a, aid) for a, aid in args["pairs"]])
-            elif rec.op == "complete":
-                state.complete(args["agent"], args["id"], args["ok"], args["duration_s"])
-            elif rec.op == "describe":
-                state.describe(args["agent"], args["max_concurrency"], args["labels"])
-            elif rec.op == "delete":
-                state.delete(args["agent"])
-            elif rec.op == "sweep":
-                state.sweep()
-            else:
+            apply = REPLAY.get(rec.op)
+            if apply is None:
                 raise ValueError(f"unknown WAL op {rec.op!r}")
+            apply(state, rec)
             yield i
     finally:
-        state.journal, state._clock = journal, clock
+        state.journal = journal
 
 
 def snapshot_layout(
@@ -79,7 +115,7 @@ def snapshot_parts(
     Assignments and completions change only the small arrays and the in-flight records,
     copied here, so selections go on meanwhile."""
     arrays, meta = persistence.parts(
-        state.table, state.config.history_size, state.snapshot_extra(), state._clock()
+        state.table, state.config.history_size, state.snapshot_extra(), state.now()
     )
     large = [k for k, a in arrays.items() if a.nbytes >= copy_below_bytes]
     for k, a in arrays.items():

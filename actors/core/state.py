@@ -6,18 +6,23 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``signals``: live signals and their decayed scores;
 - ``history``: the bounded ring of recent signals per agent;
 - ``inflight``: assignments, completions and the load estimate between reports
-  (``task_verbs``: the verbs that record them: assign, report_tasks, complete);
+  (``learning``: what is learned per agent; ``tasks``: the verbs that record tasks:
+  assign, report_tasks, complete);
 - ``metadata``: labels (``describe``);
 - ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
-- ``prediction``: overload trends; ``persistence``: the snapshot format; ``recovery``:
-  snapshots in steps and WAL replay (``wal``: the record format);
+- ``prediction``: overload trends (``overloads``: the paged scan); ``persistence``: the
+  snapshot format; ``recovery``: restore (``recovery.restore(data, config)``), snapshots
+  in steps and WAL replay (``wal``: the record format);
 - ``metrics``: counters and histograms, recorded here after each verb.
+
+Every verb that changes state takes ``at_s``, the time it happens (None: now, by the
+clock): a WAL replay runs each record at its own time through the same verbs.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +30,7 @@ import numpy as np
 from actors.core import persistence, wal
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
-from actors.core.errors import InvalidInput, NotFound
+from actors.core.errors import NotFound
 from actors.core.history import History
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, merge_partials
@@ -36,6 +41,7 @@ from actors.core.models import (
     LOAD_CODE,
     AgentScore,
     AgentView,
+    CompleteResult,
     DescribeRequest,
     IngestResult,
     OverloadPrediction,
@@ -50,10 +56,10 @@ from actors.core.prediction import Predictor
 from actors.core.selection import Scorer, partial_select
 from actors.core.signals import LiveSignals
 from actors.core.table import AgentTable
-from actors.core.task_verbs import TaskVerbs
+from actors.core.tasks import Tasks
 
 
-class ShardState(TaskVerbs):
+class ShardState:
     """All live signals, history, assignments and metadata of the agents one shard owns."""
 
     def __init__(
@@ -81,16 +87,25 @@ class ShardState(TaskVerbs):
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = MetricsSnapshot()
         self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
+        self.tasks: Tasks = Tasks(self.table, self.inflight, self.metrics, self._log)
         # Called with one encoded WAL record per change (``actors.core.wal``), when the
         # host keeps a write-ahead log; None: no log. Every verb calls it before it
         # changes anything, so when it raises (the storage refused the record) the
         # change is not applied.
         self.journal: Callable[[bytes], None] | None = None
 
+    def now(self) -> float:
+        return self._clock()
+
+    def _log(self, record: Callable[[], bytes]) -> None:
+        """Journal one change (encoded only when a log is kept), before it is applied."""
+        if self.journal is not None:
+            self.journal(record())
+
     # ------------------------------------------------------------------ ingest
-    def ingest(self, cols: SignalColumns) -> IngestResult:
+    def ingest(self, cols: SignalColumns, at_s: float | None = None) -> IngestResult:
         t0 = time.perf_counter()
-        now = self._clock()
+        now = self._clock() if at_s is None else at_s
         cfg, table = self.config, self.table
         known = table.lookup(cols.agent_ids)
         vb = validate(
@@ -108,16 +123,19 @@ class ShardState(TaskVerbs):
             ts = np.minimum(vb.effective_ts_s[idx], now)
             confidences, ttls = cols.confidences[idx], cols.ttls_s[idx]
             # Logged before anything changes: a record the storage refused leaves no trace.
-            if self.journal is not None:
-                applied = SignalColumns(
-                    agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
-                    type_codes=codes,
-                    values=vals,
-                    confidences=confidences,
-                    ttls_s=ttls,
-                    timestamps_s=ts,
+            self._log(
+                lambda: wal.encode_ingest(
+                    now,
+                    SignalColumns(
+                        agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
+                        type_codes=codes,
+                        values=vals,
+                        confidences=confidences,
+                        ttls_s=ttls,
+                        timestamps_s=ts,
+                    ),
                 )
-                self.journal(wal.encode_ingest(now, applied))
+            )
             rows = table.rows_creating(cols.agent_ids, idx, known[idx])
             self.hist.write(rows, codes, vals, ts)
             # A backfilled sample (expired on arrival) goes into history, never live.
@@ -169,10 +187,11 @@ class ShardState(TaskVerbs):
 
     def select(self, req: SelectRequest) -> SelectResult:
         """A whole selection on this shard alone (the router merges the same partials)."""
-        t0 = time.perf_counter()
-        result, chosen = merge_partials([self.partial_select(req)], req, self._rng)
+        t0, now = time.perf_counter(), self._clock()
+        part = partial_select(self.scorer, req, self._weights(req.weights), now, self._rng)
+        result, chosen = merge_partials([part], req, self._rng)
         if req.assign:
-            ids = self.assign([s.agent_id for s in result.selected])
+            ids = self.assign([s.agent_id for s in result.selected], now)
             for s in result.selected:
                 s.assignment_id = ids.get(s.agent_id)
         self.metrics.record_selection(
@@ -180,23 +199,46 @@ class ShardState(TaskVerbs):
         )
         return result
 
+    # ------------------------------------------------------------------ tasks
+    def assign(self, agent_ids: Sequence[str], at_s: float | None = None) -> dict[str, str]:
+        """Record one in-flight task on each known agent; unknown ones get no state.
+        Returns the assignment id of each agent assigned."""
+        now = self._clock() if at_s is None else at_s
+        return dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
+
+    def report_tasks(
+        self,
+        assigned: Sequence[str],
+        completed: Sequence[tuple[str, bool, float | None]],
+        at_s: float | None = None,
+    ) -> dict[str, int]:
+        return self.tasks.report(assigned, completed, self._clock() if at_s is None else at_s)
+
+    def complete(
+        self,
+        agent_id: str,
+        assignment_id: str | None = None,
+        ok: bool = True,
+        duration_s: float | None = None,
+        at_s: float | None = None,
+    ) -> CompleteResult:
+        now = self._clock() if at_s is None else at_s
+        return self.tasks.complete(agent_id, assignment_id, ok, duration_s, now)
+
+    # ------------------------------------------------------------------ metadata
     def describe(
         self,
         agent_id: str,
         max_concurrency: int | None = None,
         labels: dict[str, str] | None = None,
+        at_s: float | None = None,
     ) -> AgentView:
         """Set metadata (no TTL; omitted fields are kept). Creates the agent if new."""
         meta = DescribeRequest(max_concurrency=max_concurrency, labels=labels)
         check_agent_id(agent_id)
-        now = self._clock()
-        if self.journal is not None:
-            args = {
-                "agent": agent_id,
-                "max_concurrency": meta.max_concurrency,
-                "labels": meta.labels,
-            }
-            self.journal(wal.encode("describe", now, args))
+        now = self._clock() if at_s is None else at_s
+        args = {"agent": agent_id, "max_concurrency": meta.max_concurrency, "labels": meta.labels}
+        self._log(lambda: wal.encode("describe", now, args))
         r = self.table.row(agent_id)
         if r is None:
             self.table.add([agent_id])
@@ -206,7 +248,7 @@ class ShardState(TaskVerbs):
             self.inflight.declare(r, meta.max_concurrency)
         if meta.labels is not None:
             self.labels.replace(agent_id, meta.labels)
-        return self.agent(agent_id)
+        return self.agent(agent_id, now)
 
     def scores(
         self, agent_ids: Sequence[str], weights: Weights | None = None
@@ -235,8 +277,8 @@ class ShardState(TaskVerbs):
             )
         return r
 
-    def agent(self, agent_id: str) -> AgentView:
-        now = self._clock()
+    def agent(self, agent_id: str, at_s: float | None = None) -> AgentView:
+        now = self._clock() if at_s is None else at_s
         r = self._row(agent_id)
         dims = self.scorer.dims(np.array([r]), now)[:, 0]
         reported = self.signals.value(LOAD_CODE, r, now)
@@ -252,12 +294,12 @@ class ShardState(TaskVerbs):
             **self.inflight.view(agent_id, r, now),
         )
 
-    def delete(self, agent_id: str) -> bool:
+    def delete(self, agent_id: str, at_s: float | None = None) -> bool:
         r = self.table.row(agent_id)
         if r is None:
             return False
-        if self.journal is not None:
-            self.journal(wal.encode("delete", self._clock(), {"agent": agent_id}))
+        now = self._clock() if at_s is None else at_s
+        self._log(lambda: wal.encode("delete", now, {"agent": agent_id}))
         self.table.remove([r])
         return True
 
@@ -276,30 +318,12 @@ class ShardState(TaskVerbs):
         self.metrics.record_prediction(out.will_overload)
         return out
 
-    def overloads(self, params: PredictParams | None = None) -> list[OverloadPrediction]:
-        """Every agent whose probability of overload is at least ``min_probability``."""
-        return self.scan.everything(params or PredictParams(), self._clock)
-
-    def overloads_page(
-        self, params: PredictParams, start_row: int, limit: int, budget_s: float
-    ) -> tuple[list[OverloadPrediction], int | None]:
-        """Up to ``limit`` overloads from ``start_row`` within ``budget_s`` of work, and the
-        row to resume from (None: done)."""
-        return self.scan.page(params, start_row, limit, budget_s, self._clock)
-
-    def page_steps(
-        self, params: PredictParams, start_row: int, limit: int, budget_s: float
-    ) -> Iterator[tuple[list[OverloadPrediction], int | None]]:
-        """``overloads_page`` chunk by chunk, for a host that yields in between."""
-        return self.scan.steps(params, start_row, limit, budget_s, self._clock)
-
     # ------------------------------------------------------------------ upkeep
-    def sweep(self) -> dict[str, int]:
+    def sweep(self, at_s: float | None = None) -> dict[str, int]:
         """Drop expired signals and assignments, then agents with nothing live, nothing
         in flight and no recent history (with all their state). Linear in the agents."""
-        now = self._clock()
-        if self.journal is not None:
-            self.journal(wal.encode("sweep", now))
+        now = self._clock() if at_s is None else at_s
+        self._log(lambda: wal.encode("sweep", now))
         n = self.table.n
         expired = self.signals.expire(now)
         self.inflight.expire(now)
@@ -359,44 +383,3 @@ class ShardState(TaskVerbs):
         return persistence.dump(
             self.table, self.config.history_size, self.snapshot_extra(), self._clock()
         )
-
-    @classmethod
-    def restore(
-        cls,
-        data: bytes,
-        config: ShardConfig | None = None,
-        clock: Callable[[], float] = time.time,
-        seed: int | None = None,
-    ) -> ShardState:
-        """A state from ``snapshot()`` bytes; corrupt input is an ``InvalidInput``."""
-        size = persistence.history_size(data)
-        if not isinstance(size, int) or size < 1:
-            raise InvalidInput(
-                "corrupt or incompatible snapshot",
-                [{"field": "history_size", "reason": f"got {size!r}"}],
-            )
-        config = config or ShardConfig(history_size=size)
-        if config.history_size != size:
-            raise InvalidInput(
-                "snapshot history_size differs from config",
-                [{"field": "history_size", "reason": f"snapshot has {size}"}],
-            )
-        state = cls(config, clock, seed)
-        snap = persistence.load(data, state.table)
-        try:
-            state.table.add(snap.ids)
-            for name, arr in snap.arrays.items():
-                state.table.arrays[name][..., : state.table.n] = arr
-            state.inflight.load_records(snap.inflight)
-            for agent_id, labels in snap.labels.items():
-                state.labels.replace(agent_id, labels)
-            counted = MetricsSnapshot.from_counters_json(snap.metrics)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-            raise InvalidInput(
-                "corrupt or incompatible snapshot", [{"field": "snapshot", "reason": str(exc)}]
-            ) from exc
-        # Merged into the live object (the overload scan holds it), and kept as the base
-        # a scrape subtracts, so counters neither restart at zero nor count twice.
-        state.metrics.merge(counted)
-        state.metrics.restored_base = counted
-        return state

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
+from actors.core import recovery
 from actors.core.config import ShardConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import merge_partials
@@ -168,9 +169,9 @@ def test_restore_rejects_corrupt_snapshots_with_a_clear_error(clock) -> None:
     }
     for field, corrupt in cases.items():
         with pytest.raises(InvalidInput) as info:
-            ShardState.restore(corrupt, clock=clock)
+            recovery.restore(corrupt, clock=clock)
         assert info.value.details[0]["field"] == field, field
-    back = ShardState.restore(data, clock=clock)
+    back = recovery.restore(data, clock=clock)
     assert back.agent_ids() == state.agent_ids()
 
 

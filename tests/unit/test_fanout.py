@@ -41,8 +41,11 @@ class FakeShardTransport:
         if shard in self.broken:
             raise ConnectionError(f"shard {shard} died")
         # ShardActor's method names over ShardState's (the actor is a thin rename).
+        state = self.states[shard]
+        if method == "overloads_page":  # the actor pages the state's scan
+            return state.scan.page(*args, state.now)
         method = {"metrics": "metrics_snapshot", "register": "ingest"}.get(method, method)
-        return getattr(self.states[shard], method)(*args)
+        return getattr(state, method)(*args)
 
     def awaitable(self, ref: Any) -> Any:
         return self._run(ref)

@@ -8,6 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
+from actors.core import recovery
 from actors.core.config import ShardConfig
 from actors.core.errors import InvalidInput, NotFound
 from actors.core.models import PredictParams, SelectRequest, Weights
@@ -329,7 +330,8 @@ def test_overloads_lists_only_agents_over_the_probability(state, clock) -> None:
     feed_load(state, clock, "rising", [0.3, 0.4, 0.5, 0.6, 0.7], every_s=2)
     feed_load(state, clock, "flat", [0.2, 0.2, 0.21, 0.2, 0.2], every_s=2)
     feed_load(state, clock, "burst", [0.9, 0.95, 0.99], every_s=1e-6)
-    hits = state.overloads(PredictParams(horizon_s=30, threshold=0.8, min_probability=0.5))
+    params = PredictParams(horizon_s=30, threshold=0.8, min_probability=0.5)
+    hits = state.scan.everything(params, state.now)
     assert [h.agent_id for h in hits] == ["rising"]
     assert state.metrics.predictions_total["true"] == 1
 
@@ -392,7 +394,7 @@ def test_snapshot_round_trip(state, clock) -> None:
     state.describe("b", max_concurrency=4, labels={"skill": "sql"})
     (aid,) = state.assign(["b"]).values()
     data = state.snapshot()
-    back = ShardState.restore(data, clock=clock, seed=1)
+    back = recovery.restore(data, clock=clock, seed=1)
     ids = ["a", "b", "c"]
     assert back.agent_ids() == state.agent_ids()
     assert {k: v.model_dump() for k, v in back.scores(ids).items()} == {
@@ -404,7 +406,7 @@ def test_snapshot_round_trip(state, clock) -> None:
     assert back.agent("b").in_flight == 1 and back.agent("b").labels == {"skill": "sql"}
     assert back.complete("b", aid).released
     with pytest.raises(InvalidInput):
-        ShardState.restore(data, ShardConfig(history_size=5))
+        recovery.restore(data, ShardConfig(history_size=5))
 
 
 def test_metrics_count_signals_rejections_selections_and_latency(state) -> None:

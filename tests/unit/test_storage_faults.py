@@ -19,7 +19,7 @@ import pytest
 
 from actors.cluster.durability import ShardDurability
 from actors.cluster.wal_writer import FileOps
-from actors.core import persistence, wal
+from actors.core import persistence, recovery, wal
 from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import InvalidInput, StorageUnavailable
 from actors.core.state import ShardState
@@ -232,7 +232,7 @@ def test_random_damage_to_a_snapshot_is_always_the_projects_error() -> None:
             for _ in range(rng.randint(1, 3)):
                 bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
         try:
-            ShardState.restore(bytes(bad), ShardConfig(), clock=lambda: NOW)
+            recovery.restore(bytes(bad), ShardConfig(), clock=lambda: NOW)
             outcomes["restored"] = outcomes.get("restored", 0) + 1
         except InvalidInput:
             outcomes["invalid"] = outcomes.get("invalid", 0) + 1
@@ -240,7 +240,7 @@ def test_random_damage_to_a_snapshot_is_always_the_projects_error() -> None:
     assert outcomes.get("invalid", 0) >= 190, outcomes
     for empty in (b"", b"PK", b"\x00" * 100):
         with pytest.raises(InvalidInput):
-            ShardState.restore(empty)
+            recovery.restore(empty)
     with pytest.raises(InvalidInput):
         persistence.verify(data[:-10])
     persistence.verify(io.BytesIO(data))  # from a file, read in pieces

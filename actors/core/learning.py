@@ -1,0 +1,142 @@
+"""What a shard learns about each agent's tasks (DESIGN §4): the load one task adds, how
+long a task takes, how fast an agent drains its queue, how often it reports.
+
+- The unit (load per task) is ``1 / max_concurrency`` when the agent declares it, else
+  learned from how its LOAD moved with the net tasks between two reports, else a default.
+- The service time comes from completions (assignment to completion), or, for agents whose
+  callers report none, by Little's law from LOAD and the assignment rate. It bounds how
+  long an uncompleted task counts (``task_ttl_s``).
+- The drain rate (tasks/s while busy) is learned from consecutive reports of agents whose
+  callers never report completions, so their estimate falls between reports too.
+
+Every figure is a per-row array on the agent table, so it moves with swap-removes and
+travels with snapshots. ``actors.core.inflight`` records the tasks and asks this part.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from actors.core.flights import Flight
+from actors.core.table import AgentTable
+
+# Learning rates of the per-agent estimators (exponentially weighted means).
+_UNIT_EWMA = 0.2
+_SERVICE_EWMA = 0.05
+_DRAIN_EWMA = 0.2
+_MIN_DRAIN_SPAN_S = 0.2
+# A task lives at least this long, and a learned service time is stretched by this factor
+# before it bounds a task: a slow task is far more likely than a lost one.
+_MIN_TASK_S = 0.05
+_SERVICE_STRETCH = 3.0
+UNIT_BOUNDS = (1e-4, 1.0)
+
+
+class Rates:
+    """The learned per-agent figures, on the shared agent table."""
+
+    def __init__(self, table: AgentTable, *, default_unit: float, assignment_ttl_s: float):
+        self.table = table
+        self.default_unit = default_unit
+        self.assignment_ttl_s = assignment_ttl_s
+        self.drain_learned = False  # no drain rate anywhere: estimates skip that part
+        table.register("max_concurrency", (), np.float64, np.nan)  # declared
+        table.register("unit", (), np.float64, np.nan)  # learned load per task
+        # The load per task in force (declared, else learned, else the default), kept up
+        # to date on every change so the hot path reads one array.
+        table.register("unit_eff", (), np.float64, default_unit)
+        table.register("service_s", (), np.float64, np.nan)  # learned service time
+        table.register("service_from_durations", (), np.bool_, 0)
+        # For agents whose callers never report completions: tasks/s the agent drains
+        # while busy (learned from consecutive reports).
+        table.register("drain_per_s", (), np.float64, np.nan)
+        table.register("report_every_s", (), np.float64, np.nan)
+
+    # ------------------------------------------------------------------ the unit
+    def unit_of(self, row: int) -> float:
+        """Load one task adds: 1/max_concurrency if declared, else learned, else default."""
+        return float(self.table["unit_eff"][row])
+
+    def declare(self, row: int, max_concurrency: int) -> None:
+        self.table["max_concurrency"][row] = max_concurrency
+        self._set_unit(row)
+
+    def _set_unit(self, row: int) -> None:
+        declared, learned = self.table["max_concurrency"][row], self.table["unit"][row]
+        self.table["unit_eff"][row] = (
+            1.0 / declared if declared > 0 else learned if learned > 0 else self.default_unit
+        )
+
+    def learn_unit(self, row: int, load_moved: float, net_tasks: int) -> None:
+        """LOAD moved by ``load_moved`` while ``net_tasks`` more tasks were open."""
+        sample = load_moved / net_tasks
+        if UNIT_BOUNDS[0] <= sample <= UNIT_BOUNDS[1]:
+            old = self.table["unit"][row]
+            self.table["unit"][row] = sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
+            self._set_unit(row)
+
+    # ------------------------------------------------------------------ time
+    def task_ttl_s(self, row: int) -> float:
+        """How long an uncompleted task counts: a few learned service times, but never
+        less than two report intervals (a report, not a guess, should retire it), and
+        never more than ``assignment_ttl_s``."""
+        svc = self.table["service_s"][row]
+        if not svc > 0:
+            return self.assignment_ttl_s
+        every = self.table["report_every_s"][row]
+        floor = max(_MIN_TASK_S, 2.0 * every) if every > 0 else _MIN_TASK_S
+        return float(min(self.assignment_ttl_s, max(floor, _SERVICE_STRETCH * svc)))
+
+    def learn_service(self, row: int, seconds: float, *, from_durations: bool) -> None:
+        svc = self.table["service_s"]
+        old = svc[row]
+        svc[row] = seconds if not old > 0 else old + _SERVICE_EWMA * (seconds - old)
+        if from_durations:
+            self.table["service_from_durations"][row] = True
+
+    def learn_service_from_load(self, row: int, tasks_per_s: float, load: float) -> None:
+        """Little's law (time in system = tasks in system / arrival rate), for agents whose
+        callers report no durations."""
+        tasks = load / self.unit_of(row)
+        if not self.table["service_from_durations"][row] and tasks_per_s > 0 and tasks > 0:
+            self.learn_service(row, tasks / tasks_per_s, from_durations=False)
+
+    def learn_report_interval(self, row: int, gap_s: float) -> None:
+        every = self.table["report_every_s"]
+        old = every[row]
+        every[row] = gap_s if not old > 0 else old + _DRAIN_EWMA * (gap_s - old)
+
+    def learn_drain(self, row: int, fl: Flight, v: float, t: float, between: int) -> None:
+        """Tasks finished between two reports = assigned - (rise in LOAD / unit). When the
+        agent was loaded at both ends it was busy throughout, and that is its drain rate;
+        when it was idle at an end it may have idled meanwhile, so the figure is only a
+        lower bound: it can raise the learned rate, never lower it (a fast agent that is
+        always idle when it reports must not look slow)."""
+        span = t - fl.report_ts
+        low, high = min(v, fl.report_value), max(v, fl.report_value)
+        # Reports a moment apart would turn a rounding step into an absurd rate.
+        if span < _MIN_DRAIN_SPAN_S or high >= 1.0:
+            return
+        drained = between - (v - fl.report_value) / self.unit_of(row)
+        if drained <= 0:
+            return
+        rate = drained / span
+        arr = self.table["drain_per_s"]
+        old = arr[row]
+        self.drain_learned = True
+        if not old > 0:
+            arr[row] = rate
+        elif low > 0 or rate > old:
+            arr[row] = old + _DRAIN_EWMA * (rate - old)
+
+    def after_restore(self, n: int) -> None:
+        self.drain_learned = bool(np.any(self.table["drain_per_s"][:n] > 0))
+
+    def view(self, row: int) -> dict[str, float | int | None]:
+        svc = self.table["service_s"][row]
+        declared = self.table["max_concurrency"][row]
+        return {
+            "load_per_task": self.unit_of(row),
+            "max_concurrency": int(declared) if declared > 0 else None,
+            "service_time_s": float(svc) if svc > 0 else None,
+        }
