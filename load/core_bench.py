@@ -265,7 +265,7 @@ def bench_memory(report: Report, n_agents: int) -> None:
         params={
             "agents": n_agents,
             "full_history_pct": full,
-            "array_bytes_per_agent": state.array_bytes() / n_agents,
+            "array_bytes_per_agent": state.table.nbytes() / n_agents,
             "peak_bytes_per_agent": peak / n_agents,
             "capacity_rows": state.table.capacity,
         },

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from actors.client.ops import ItemOutcome
+from actors.client.answers import ItemOutcome
 from actors.core.errors import RippleError, Unavailable
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ client; selections, scores and predictions go through a router, which fans out a
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import os
@@ -19,21 +18,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
-
-from actors.cluster.adapter import (
-    Calls,
-    Failure,
-    FailureKind,
-    Fanout,
-    Gathered,
-    Op,
-    RayTransport,
-)
+from actors.client.answers import merge_register
+from actors.cluster.adapter import Calls, Fanout, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
-from actors.core.errors import StorageUnavailable, Unavailable
 from actors.core.metrics import MetricsSnapshot, Monotonic
 from actors.core.models import (
     AgentView,
@@ -43,7 +32,6 @@ from actors.core.models import (
     IngestResult,
     OverloadPrediction,
     PredictParams,
-    RejectedItem,
     ScoresRequest,
     ScoresResult,
     SelectRequest,
@@ -61,64 +49,6 @@ PUSH_INTERVAL_S = 1.0  # how often a fanning-out client's counters reach the rou
 
 def _weights(weights: WeightsArg) -> Weights | None:
     return Weights(**weights) if isinstance(weights, dict) else weights
-
-
-class ItemOutcome(str, enum.Enum):
-    """What became of one item of a batch whose call failed in part (in the 503's details,
-    beside the words): callers decide on this, never on the wording."""
-
-    NOT_APPLIED = "not_applied"  # its shard applied nothing of it: resend it
-    UNKNOWN = "unknown"  # its shard missed the deadline: it may have been applied
-    REJECTED = "rejected"  # processed and refused: fix it, do not resend
-
-
-def item_detail(index: int, outcome: ItemOutcome, reason: str) -> dict[str, Any]:
-    return {
-        "field": f"signals.{index}",
-        "index": index,
-        "outcome": outcome.value,
-        "reason": f"{outcome.value}: {reason}",
-    }
-
-
-def merge_register(positions: dict[int, np.ndarray], got: Gathered) -> IngestResult:
-    """The per-item answer of a batch sent to its owners. When an owner did not answer,
-    the whole call fails with ``Unavailable`` (a 503 at the edge), and its details say
-    exactly what happened to every item not applied: a dead shard applied nothing of its
-    share; a shard that missed the deadline may or may not have."""
-    accepted = 0
-    rejected: list[RejectedItem] = []
-    missing: list[dict[str, Any]] = []
-    for s, pos in positions.items():
-        res = got.results.get(s)
-        if res is None:
-            failure = got.failures.get(s, Failure(FailureKind.UNREACHABLE, "no answer"))
-            if failure.kind.applied_nothing:
-                outcome, reason = ItemOutcome.NOT_APPLIED, f"shard {s} unavailable ({failure})"
-            else:
-                outcome = ItemOutcome.UNKNOWN
-                reason = f"shard {s} did not answer in time; it may have been applied"
-            missing.extend(item_detail(int(p), outcome, reason) for p in pos.tolist())
-            continue
-        accepted += res.accepted
-        rejected.extend(
-            RejectedItem(index=int(pos[r.index]), field=r.field, error=r.error)
-            for r in res.rejected
-        )
-    rejected.sort(key=lambda r: r.index)
-    if missing:
-        missing.sort(key=lambda d: int(d["index"]))
-        missing.extend(item_detail(r.index, ItemOutcome.REJECTED, r.error) for r in rejected)
-        total = sum(len(p) for p in positions.values())
-        # Every missing shard refused for its storage: the code says so, too.
-        storage = all(isinstance(f.error, StorageUnavailable) for f in got.failures.values())
-        raise (StorageUnavailable if storage else Unavailable)(
-            f"{accepted} of {total} signals applied; the owners of "
-            f"{len(got.failures)} shard(s) did not answer. The details list every item "
-            "not applied (retry those) and every item rejected (fix those).",
-            missing,
-        )
-    return IngestResult.model_construct(accepted=accepted, rejected=rejected)
 
 
 class ClientOps:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.core.config import ShardConfig
 from actors.core.flights import Assignment, Flight, Released
 from actors.core.learning import Rates
 from actors.core.models import LOAD_CODE
@@ -33,19 +34,13 @@ from actors.core.table import AgentTable
 
 
 class InFlight:
-    def __init__(
-        self,
-        table: AgentTable,
-        *,
-        default_unit: float,
-        assignment_ttl_s: float,
-        max_per_agent: int,
-        max_per_shard: int,
-    ) -> None:
+    def __init__(self, table: AgentTable, cfg: ShardConfig) -> None:
         self.table = table
-        self.rates = Rates(table, default_unit=default_unit, assignment_ttl_s=assignment_ttl_s)
-        self.max_per_agent = max_per_agent
-        self.max_per_shard = max_per_shard
+        self.rates = Rates(
+            table, default_unit=cfg.default_task_load, assignment_ttl_s=cfg.assignment_ttl_s
+        )
+        self.max_per_agent = cfg.max_inflight_per_agent
+        self.max_per_shard = cfg.max_inflight_per_shard
         self.flights: dict[str, Flight] = {}
         self.open_total = 0
         self.expired_total = 0

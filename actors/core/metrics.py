@@ -157,6 +157,14 @@ class MetricsSnapshot:
         self.selection(strategy).observe(took_s)
         self.signal_age_s.observe_many(ages_s[np.isfinite(ages_s)])
 
+    def with_gauges(
+        self, agents: int, live_signals: int, in_flight: int, expired: int
+    ) -> MetricsSnapshot:
+        """These counters with the shard's gauges as of now (read at each scrape)."""
+        self.agents, self.live_signals, self.in_flight = agents, live_signals, in_flight
+        self.assignments_expired = expired
+        return self
+
     def record_rejected(self, reason: str, signals: int) -> None:
         """Signals refused whole before validation (back-pressure, storage)."""
         self.count(self.rejected_total, reason, signals)

@@ -1,6 +1,7 @@
 """Bringing a shard's state back, and snapshotting it without stopping its host.
 
-``restore`` builds a ``ShardState`` from snapshot bytes; ``replay`` applies WAL records
+``snapshot`` and ``restore`` turn a ``ShardState`` into versioned bytes and back;
+``replay`` applies WAL records
 (``actors.core.wal``) to one, each through the same verb that made it and at its own time
 (``REPLAY``: the op table); ``snapshot_layout`` and ``snapshot_parts`` split a snapshot so
 a host can copy the large arrays in pieces (``actors.cluster.snapshots`` does).
@@ -61,6 +62,20 @@ def restore(
     return state
 
 
+def snapshot(state: ShardState) -> bytes:
+    """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
+    return persistence.dump(state.table, state.config.history_size, _extra(state), state.now())
+
+
+def _extra(state: ShardState) -> dict[str, Any]:
+    """What a snapshot holds besides the arrays: in-flight records, labels, counters."""
+    return {
+        "inflight": state.inflight.records(),
+        "labels": {a: dict(m) for a, m in state.labels.by_agent.items()},
+        "metrics": state.metrics.counters_json(),
+    }
+
+
 # Each WAL op, applied through the verb that logged it, at the record's time.
 REPLAY: dict[str, Callable[[ShardState, wal.Record], object]] = {
     "ingest": lambda s, r: s.ingest(wal.ingest_columns(r), at_s=r.t),
@@ -115,7 +130,7 @@ def snapshot_parts(
     Assignments and completions change only the small arrays and the in-flight records,
     copied here, so selections go on meanwhile."""
     arrays, meta = persistence.parts(
-        state.table, state.config.history_size, state.snapshot_extra(), state.now()
+        state.table, state.config.history_size, _extra(state), state.now()
     )
     large = [k for k, a in arrays.items() if a.nbytes >= copy_below_bytes]
     for k, a in arrays.items():

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from actors.core import persistence, wal
+from actors.core import wal
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.errors import NotFound
@@ -75,13 +75,7 @@ class ShardState:
         self.table = AgentTable(cfg.initial_capacity)
         self.signals = LiveSignals(self.table)
         self.hist = History(self.table, cfg.history_size)
-        self.inflight = InFlight(
-            self.table,
-            default_unit=cfg.default_task_load,
-            assignment_ttl_s=cfg.assignment_ttl_s,
-            max_per_agent=cfg.max_inflight_per_agent,
-            max_per_shard=cfg.max_inflight_per_shard,
-        )
+        self.inflight = InFlight(self.table, cfg)
         self.labels = Labels(self.table)
         self.scorer = Scorer(self.table, self.signals, self.inflight, self.labels)
         self.predictor = Predictor(cfg, self.hist, self.signals)
@@ -359,27 +353,6 @@ class ShardState:
 
     def metrics_snapshot(self) -> MetricsSnapshot:
         s = self.stats()
-        self.metrics.agents = s["agents"]
-        self.metrics.live_signals = s["live_signals"]
-        self.metrics.in_flight = s["in_flight"]
         # Reads expire overdue tasks too, so the part's own counter is the total.
-        self.metrics.assignments_expired = self.inflight.expired_total
-        return self.metrics
-
-    def array_bytes(self) -> int:
-        return self.table.nbytes()
-
-    # ------------------------------------------------------------------ snapshot
-    def snapshot_extra(self) -> dict[str, Any]:
-        """What a snapshot holds besides the arrays: in-flight records, labels, counters."""
-        return {
-            "inflight": self.inflight.records(),
-            "labels": {a: dict(m) for a, m in self.labels.by_agent.items()},
-            "metrics": self.metrics.counters_json(),
-        }
-
-    def snapshot(self) -> bytes:
-        """Versioned bytes of the whole state (arrays via ``np.savez``; no pickle)."""
-        return persistence.dump(
-            self.table, self.config.history_size, self.snapshot_extra(), self._clock()
-        )
+        expired = self.inflight.expired_total
+        return self.metrics.with_gauges(s["agents"], s["live_signals"], s["in_flight"], expired)

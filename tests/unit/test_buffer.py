@@ -58,7 +58,7 @@ def test_bounded_while_the_service_is_down_and_recovers() -> None:
 
 
 def test_retry_only_what_a_partial_outage_did_not_apply_in_order() -> None:
-    from actors.client.ops import ItemOutcome, item_detail
+    from actors.client.answers import ItemOutcome, item_detail
     from actors.core.errors import InvalidInput, Unavailable
 
     sent: list[list[int]] = []

@@ -159,7 +159,7 @@ def _tamper(data: bytes, name: str, arr: np.ndarray | None) -> bytes:
 def test_restore_rejects_corrupt_snapshots_with_a_clear_error(clock) -> None:
     state = ShardState(clock=clock)
     state.ingest_dicts([sig(f"a{i}", "LOAD", 0.5) for i in range(4)])
-    data = state.snapshot()
+    data = recovery.snapshot(state)
     cases = {
         "exp": _tamper(data, "exp", np.zeros((6, 3))),  # one row short
         "hval": _tamper(data, "hval", np.zeros((7, 4), np.float32)),  # wrong history depth

@@ -393,7 +393,7 @@ def test_snapshot_round_trip(state, clock) -> None:
     state.ingest_dicts([sig("b", "QUALITY", 0.8, confidence=0.5), sig("c", "COST", 0.2)])
     state.describe("b", max_concurrency=4, labels={"skill": "sql"})
     (aid,) = state.assign(["b"]).values()
-    data = state.snapshot()
+    data = recovery.snapshot(state)
     back = recovery.restore(data, clock=clock, seed=1)
     ids = ["a", "b", "c"]
     assert back.agent_ids() == state.agent_ids()

@@ -217,7 +217,7 @@ def snapshot_bytes() -> bytes:
     state = ShardState(ShardConfig(), clock=lambda: NOW)
     state.ingest_dicts([sig(f"a{i}", "LOAD", i / 20) for i in range(20)])
     state.describe("a1", max_concurrency=3, labels={"tier": "gold"})
-    return state.snapshot()
+    return recovery.snapshot(state)
 
 
 def test_random_damage_to_a_snapshot_is_always_the_projects_error() -> None:
