@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from actors.client import AsyncRippleClient, connect_async
+from actors.client.relay import PUSH_INTERVAL_S
 from actors.cluster.deployment import deploy_actors
 from actors.core.columns import columns_from_dicts
 from actors.core.config import HttpConfig, ServiceConfig
@@ -121,7 +122,7 @@ class RippleIngress:
 
     async def _push_forever(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(PUSH_INTERVAL_S)
             try:
                 await self.client.push_metrics(self.source, self.router)
             except Exception as exc:  # the next push carries the same cumulative counts

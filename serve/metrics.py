@@ -1,6 +1,6 @@
 """Prometheus exposition of the whole cluster, computed at scrape time.
 
-The Serve replica gathers every shard's and every router's ``MetricsSnapshot`` (summed,
+The Serve replica gathers every shard's and every router's ``Counters`` (summed,
 never going backwards: ``actors.client.ops``) and renders it through a custom collector,
 so a cluster is a single scrape target. No metric carries an ``agent_id`` label: agent
 ids are unbounded, label sets must not be.
@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.core.columns import REJECT_REASONS
-from actors.core.metrics import STORAGE_STEPS, Histogram, MetricsSnapshot
+from actors.core.metrics import STORAGE_STEPS, Counters, Histogram
 from actors.core.models import SIGNAL_TYPES, STRATEGIES
 
 OUTCOMES = ("ok", "failed")
@@ -54,7 +54,7 @@ class SnapshotCollector(Collector):
         self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        m: MetricsSnapshot = self.snapshot["metrics"]
+        m: Counters = self.snapshot["metrics"]
         types = tuple(t.value for t in SIGNAL_TYPES)
         yield _counter(
             "coordination_signals_total", "Signals accepted.", "signal_type", m.signals_total, types
@@ -153,7 +153,7 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily(
             "coordination_selections_degraded_total",
             "Selections answered without every shard.",
-            value=self.snapshot["degraded_total"],
+            value=m.selections_degraded_total,
         )
 
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from actors.client.answers import merge_register
-from actors.cluster.adapter import Calls, Fanout, Op, RayTransport
+from actors.client.relay import Relay
+from actors.cluster.adapter import Fanout, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
-from actors.core.metrics import MetricsSnapshot, Monotonic
 from actors.core.models import (
     AgentView,
     CompleteRequest,
@@ -44,7 +43,6 @@ from actors.core.partition import owners, partition
 WeightsArg = Weights | dict[str, float] | None
 log = logging.getLogger(__name__)
 FanOut = Literal["router", "local"]
-PUSH_INTERVAL_S = 1.0  # how often a fanning-out client's counters reach the routers
 
 
 def _weights(weights: WeightsArg) -> Weights | None:
@@ -70,9 +68,6 @@ class ClientOps:
         self._routers = Fanout(RayTransport(routers), config.shard_deadline_s * 2 + 1.0)
         self._router_cycle = itertools.cycle(range(len(routers)))
         self._owner: dict[str, int] = {}
-        self._monotonic = Monotonic()
-        self._router_degraded: dict[str, int] = {}
-        self._pushed_sources: set[str] = set()
         # fan_out="local": selections and scores fan out from this process (one hop, not
         # two); its counters reach the routers as a Serve replica's do (pushed, counted
         # once), at most once a second on use and on ``flush_metrics``.
@@ -80,8 +75,7 @@ class ClientOps:
             raise ValueError(f"fan_out must be 'router' or 'local', got {fan_out!r}")
         self._local = self.local_router() if fan_out == "local" else None
         self.source = f"client-{os.getpid()}-{os.urandom(4).hex()}"
-        self._pushed_at = time.monotonic()
-        self._pushes: list[Any] = []
+        self.relay = Relay(self._shards, self._routers, len(self.router_handles), self.source)
 
     # ---------------------------------------------------------------- plumbing
     def _router_op(self, method: str, *args: Any) -> Op[Any]:
@@ -94,47 +88,15 @@ class ClientOps:
         actors run), for a caller that should not pay the hop through a router actor."""
         return RouterCore(self._shards, self.config)
 
-    def _absorb_calls(self, source: str, router: RouterCore) -> Calls:
-        return {
-            j: ("absorb", (source, router.metrics, router.degraded_total))
-            for j in range(len(self.router_handles))
-        }
-
     def push_metrics_op(self, source: str, router: RouterCore) -> Op[None]:
-        """Give every router actor ``router``'s cumulative counters, so scrapes anywhere
-        count its selections once (a lost push is made good by the next one)."""
-        yield self._routers, self._absorb_calls(source, router)
+        """Give every router actor ``router``'s counters (``relay.Relay.push_op``)."""
+        return self.relay.push_op(source, router)
 
     def flush_metrics_op(self) -> Op[None]:
         """With ``fan_out="local"``: push this client's selection counters now (before a
         scrape that must include them, or before the process ends)."""
         if self._local is not None:
-            self._pushed_at = time.monotonic()
-            yield from self.push_metrics_op(self.source, self._local)
-
-    def _push_if_due(self) -> None:
-        """At most once a second, without waiting for the answers (a selection must not
-        wait on the routers); the previous push's answers are collected now."""
-        assert self._local is not None
-        if time.monotonic() - self._pushed_at < PUSH_INTERVAL_S:
-            return
-        self._pushed_at = time.monotonic()
-        self._reap_pushes()
-        transport = self._routers.transport
-        calls = self._absorb_calls(self.source, self._local)
-        self._pushes += [transport.submit(j, method, args) for j, (method, args) in calls.items()]
-
-    def _reap_pushes(self) -> None:
-        """Take the answers of earlier pushes that have arrived: a router that was down
-        is a debug line here (the next push carries the same counts), not an answer
-        nobody read, which Ray reports as an unhandled error."""
-        transport = self._routers.transport
-        ready, self._pushes = transport.wait(self._pushes, 0.0) if self._pushes else ([], [])
-        for ref in ready:
-            try:
-                transport.get(ref)
-            except Exception as exc:
-                log.debug("pushing selection counters to a router failed: %s", exc)
+            yield from self.relay.push_op(self.source, self._local)
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
@@ -156,7 +118,7 @@ class ClientOps:
     def select_request_op(self, req: SelectRequest) -> Op[SelectResult]:
         if self._local is not None:
             picked = yield from self._local.select_op(req)
-            self._push_if_due()
+            self.relay.push_if_due(self._local)
             return picked
         result: SelectResult = yield from self._router_op("select", req)
         return result
@@ -297,37 +259,5 @@ class ClientOps:
         return result
 
     def metrics_snapshot_op(self) -> Op[dict[str, Any]]:
-        """The whole cluster's counters: every shard's and every router's (not just one
-        router's, which would make counters jump between scrapes), never going backwards
-        (``Monotonic``). Gauges and ``shard_up`` are as of this scrape."""
-        shards = yield self._shards, {s: ("metrics", ()) for s in range(self.num_shards)}
-        routers = yield (
-            self._routers,
-            {j: ("own_metrics", ()) for j in range(len(self.router_handles))},
-        )
-        fresh: dict[str, MetricsSnapshot | None] = {
-            f"shard-{s}": shards.results.get(s) for s in range(self.num_shards)
-        }
-        fresh |= {
-            f"router-{j}": (routers.results[j]["metrics"] if j in routers.results else None)
-            for j in range(len(self.router_handles))
-        }
-        self._router_degraded |= {
-            f"router-{j}": r["degraded_total"] for j, r in routers.results.items()
-        }
-        # Counters of routers outside the actors (Serve replicas fanning out themselves),
-        # pushed to every router: one source each, however many routers relay it. A source
-        # no router relays this time keeps its last counts (Monotonic).
-        for r in routers.results.values():
-            for source, pushed in r.get("pushed", {}).items():
-                fresh[f"pushed-{source}"] = pushed["metrics"]
-                self._router_degraded[f"pushed-{source}"] = pushed["degraded_total"]
-        for source in self._pushed_sources - {k for k in fresh if k.startswith("pushed-")}:
-            fresh[source] = None
-        self._pushed_sources |= {k for k in fresh if k.startswith("pushed-")}
-        return {
-            "metrics": self._monotonic.total(fresh),
-            "shard_up": {s: s in shards.results for s in range(self.num_shards)},
-            "shard_agents": {s: snap.agents for s, snap in shards.results.items()},
-            "degraded_total": sum(self._router_degraded.values()),
-        }
+        """The whole cluster's counters (``relay.Relay.snapshot_op``)."""
+        return self.relay.snapshot_op()

@@ -31,7 +31,7 @@ from actors.cluster.storage import Storage, is_uri, open_storage
 from actors.cluster.wal_writer import WalWriter
 from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import InvalidInput, StorageUnavailable
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.state import ShardState
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class ShardDurability:
         self._retry_s = RETRY_FIRST_S
         self._config = ShardConfig()
         self._clock: Callable[[], float] = time.time
-        self._metrics = MetricsSnapshot()  # the live state's, once restored
+        self._metrics = Counters()  # the live state's, once restored
         # Set by the host: receives the state rebuilt after records were taken back.
         self.adopt: Callable[[ShardState], None] | None = None
 

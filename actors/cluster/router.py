@@ -17,7 +17,7 @@ from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, no
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters, PushedCounters
 from actors.core.models import (
     AgentView,
     CompleteResult,
@@ -38,11 +38,10 @@ class RouterCore:
         self.fanout = fanout
         self.config = config
         self.rng = np.random.default_rng(seed)
-        self.metrics = MetricsSnapshot()
-        self.degraded_total = 0
+        self.metrics = Counters()
         # Counters pushed by routers that live elsewhere (a Serve replica fanning out
         # itself), latest per source: every scrape through any router sees them all.
-        self.pushed: dict[str, dict[str, Any]] = {}
+        self.pushed = PushedCounters()
 
     @property
     def num_shards(self) -> int:
@@ -99,7 +98,7 @@ class RouterCore:
     def _record(self, strategy: str, ages: np.ndarray, took_s: float, got: Gathered) -> None:
         self.metrics.record_selection(strategy, ages, took_s)
         if got.degraded:
-            self.degraded_total += 1
+            self.metrics.record_degraded()
             self._log_degraded("select", got)
 
     @staticmethod
@@ -227,16 +226,12 @@ class RouterCore:
 
     async def own_metrics(self) -> dict[str, Any]:
         """This router's own counters (selections it merged, degraded answers), and the
-        latest counters each outside router pushed here."""
-        return {
-            "metrics": self.metrics,
-            "degraded_total": self.degraded_total,
-            "pushed": dict(self.pushed),
-        }
+        latest counters each outside router pushed here (silent ones forgotten)."""
+        return {"metrics": self.metrics, "pushed": self.pushed.current()}
 
-    async def absorb(self, source: str, metrics: MetricsSnapshot, degraded_total: int) -> None:
+    async def absorb(self, source: str, metrics: Counters) -> None:
         """Keep an outside router's cumulative counters (each push replaces the last)."""
-        self.pushed[source] = {"metrics": metrics, "degraded_total": degraded_total}
+        self.pushed.absorb(source, metrics)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ from actors.core.columns import SignalColumns
 from actors.core.config import DurabilityConfig, ShardConfig
 from actors.core.errors import StorageUnavailable, Unavailable
 from actors.core.merge import Partial
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.models import (
     AgentScore,
     AgentView,
@@ -222,5 +222,5 @@ class ShardActor(PickledCalls):
             "durability": None if self.durable is None else self.durable.stats(),
         }
 
-    async def metrics(self) -> MetricsSnapshot:
+    async def metrics(self) -> Counters:
         return self.state.metrics_snapshot()

@@ -1,14 +1,16 @@
 """Plain counters and histograms kept by each shard and merged at scrape time.
 
-No prometheus objects live in the shards: the Serve app's custom collector pulls a
-``MetricsSnapshot`` from every shard and renders the sums, so a cluster is one target.
+No prometheus objects live in the shards: the Serve app's custom collector pulls the
+``Counters`` of every shard and router and renders the sums, so a cluster is one target.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -97,48 +99,93 @@ class Histogram:
 # The storage steps a shard counts failures of (a closed set: a bounded label).
 STORAGE_STEPS = ("append", "fsync", "open", "snapshot", "rebuild")
 
+# Each field of ``Counters`` says its kind once, and every operation walks the fields by
+# kind: a table of counts by label, a table of histograms by label (with their bounds), a
+# histogram, a single count, or a gauge (a value as of now, not summed over time).
+_TABLE, _HISTS, _HIST, _COUNT, _GAUGE = "table", "hists", "hist", "count", "gauge"
+
+
+_TABLE_FIELD = {"kind": _TABLE}
+_HIST_FIELD = {"kind": _HIST}
+_COUNT_FIELD = {"kind": _COUNT}
+_GAUGE_FIELD = {"kind": _GAUGE}
+
 
 @dataclass
-class MetricsSnapshot:
-    """Everything one shard counts; summed across shards by ``merge``."""
+class Counters:
+    """Everything a shard or a router counts, live (not a copy): merged across sources at
+    scrape time by ``merge``, kept from going backwards by ``Monotonic``."""
 
-    signals_total: dict[str, int] = field(default_factory=dict)
-    rejected_total: dict[str, int] = field(default_factory=dict)
-    selections_total: dict[str, int] = field(default_factory=dict)
-    predictions_total: dict[str, int] = field(default_factory=dict)
-    registration_s: dict[str, Histogram] = field(default_factory=dict)
-    selection_s: dict[str, Histogram] = field(default_factory=dict)
-    signal_age_s: Histogram = field(default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S))
-    completed_total: dict[str, int] = field(default_factory=dict)
+    signals_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    rejected_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    selections_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    predictions_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    completed_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
     # Storage steps that failed (append, fsync, open, snapshot, rebuild): each refused
     # the writes it carried, or delayed a snapshot.
-    storage_failures_total: dict[str, int] = field(default_factory=dict)
-    assignments_expired: int = 0
-    wal_bytes_total: int = 0  # written to the write-ahead log
-    snapshot_s: Histogram = field(default_factory=lambda: Histogram(SNAPSHOT_BUCKETS_S))
-    agents: int = 0
-    live_signals: int = 0
-    in_flight: int = 0
+    storage_failures_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    registration_s: dict[str, Histogram] = field(
+        default_factory=dict, metadata={"kind": _HISTS, "bounds": REGISTRATION_BUCKETS_S}
+    )
+    selection_s: dict[str, Histogram] = field(
+        default_factory=dict, metadata={"kind": _HISTS, "bounds": SELECTION_BUCKETS_S}
+    )
+    signal_age_s: Histogram = field(
+        default_factory=lambda: Histogram(SIGNAL_AGE_BUCKETS_S), metadata=_HIST_FIELD
+    )
+    snapshot_s: Histogram = field(
+        default_factory=lambda: Histogram(SNAPSHOT_BUCKETS_S), metadata=_HIST_FIELD
+    )
+    assignments_expired: int = field(default=0, metadata=_COUNT_FIELD)
+    wal_bytes_total: int = field(default=0, metadata=_COUNT_FIELD)  # written to the write-ahead log
+    selections_degraded_total: int = field(
+        default=0, metadata=_COUNT_FIELD
+    )  # answered without every shard
+    agents: int = field(default=0, metadata=_GAUGE_FIELD)
+    live_signals: int = field(default=0, metadata=_GAUGE_FIELD)
+    in_flight: int = field(default=0, metadata=_GAUGE_FIELD)
     # Which life of the source this is (new per process and per restore), and the
     # counters it restored from a snapshot: a scrape that sees a new incarnation adds
     # what the old one had counted beyond that base, so counters never go backwards.
     incarnation: str = field(default_factory=lambda: os.urandom(6).hex())
-    restored_base: MetricsSnapshot | None = None
+    restored_base: Counters | None = None
 
-    def take_over(self, other: MetricsSnapshot) -> None:
-        """Become ``other`` (its counters and incarnation), in place: a state rebuilt
-        after a take-back goes on counting where the one it replaces was (the overload
-        scan holds this object, so it is updated, not swapped)."""
-        self.__dict__.update(other.__dict__)
+    @classmethod
+    def _names(cls, kind: str) -> list[str]:
+        return [f.name for f in fields(cls) if f.metadata.get("kind") == kind]
+
+    @classmethod
+    def _bounds(cls, name: str) -> tuple[float, ...]:
+        return next(f.metadata["bounds"] for f in fields(cls) if f.name == name)
+
+    def hist(self, name: str, key: str) -> Histogram:
+        """The histogram ``key`` of the table ``name`` (made on first use)."""
+        table: dict[str, Histogram] = getattr(self, name)
+        h = table.get(key)
+        if h is None:
+            h = table[key] = Histogram(self._bounds(name))
+        return h
 
     def count(self, table: dict[str, int], key: str, n: int = 1) -> None:
         table[key] = table.get(key, 0) + n
 
     def registration(self, signal_type: str) -> Histogram:
-        return self.registration_s.setdefault(signal_type, Histogram(REGISTRATION_BUCKETS_S))
+        return self.hist("registration_s", signal_type)
 
     def selection(self, strategy: str) -> Histogram:
-        return self.selection_s.setdefault(strategy, Histogram(SELECTION_BUCKETS_S))
+        return self.hist("selection_s", strategy)
+
+    def take_over(self, other: Counters) -> None:
+        """Become ``other`` (its counters and incarnation), in place: a state rebuilt
+        after a take-back goes on counting where the one it replaces was (the overload
+        scan holds this object, so it is updated, not swapped)."""
+        self.__dict__.update(other.__dict__)
+
+    def with_gauges(self, agents: int, live_signals: int, in_flight: int, expired: int) -> Counters:
+        """These counters with the shard's gauges as of now (read at each scrape)."""
+        self.agents, self.live_signals, self.in_flight = agents, live_signals, in_flight
+        self.assignments_expired = expired
+        return self
 
     # ---------------------------------------------------------- recording, in one place
     def record_ingest(
@@ -157,13 +204,8 @@ class MetricsSnapshot:
         self.selection(strategy).observe(took_s)
         self.signal_age_s.observe_many(ages_s[np.isfinite(ages_s)])
 
-    def with_gauges(
-        self, agents: int, live_signals: int, in_flight: int, expired: int
-    ) -> MetricsSnapshot:
-        """These counters with the shard's gauges as of now (read at each scrape)."""
-        self.agents, self.live_signals, self.in_flight = agents, live_signals, in_flight
-        self.assignments_expired = expired
-        return self
+    def record_degraded(self) -> None:
+        self.selections_degraded_total += 1
 
     def record_rejected(self, reason: str, signals: int) -> None:
         """Signals refused whole before validation (back-pressure, storage)."""
@@ -185,25 +227,15 @@ class MetricsSnapshot:
         key = "insufficient_data" if will_overload is None else str(will_overload).lower()
         self.count(self.predictions_total, key)
 
+    # ---------------------------------------------------------- every field, by kind
     def count_total(self) -> int:
         """Everything counted, for telling a restarted source (its total fell)."""
-        return (
-            sum(sum(getattr(self, t).values()) for t in self._TABLES)
-            + self.assignments_expired
-            + self.wal_bytes_total
-            + self.snapshot_s.count
-            + sum(h.count for h in (*self.registration_s.values(), *self.selection_s.values()))
-            + self.signal_age_s.count
+        total = sum(sum(getattr(self, t).values()) for t in self._names(_TABLE))
+        total += sum(getattr(self, c) for c in self._names(_COUNT))
+        total += sum(getattr(self, h).count for h in self._names(_HIST))
+        return total + sum(
+            h.count for name in self._names(_HISTS) for h in getattr(self, name).values()
         )
-
-    _TABLES = (
-        "signals_total",
-        "rejected_total",
-        "selections_total",
-        "predictions_total",
-        "completed_total",
-        "storage_failures_total",
-    )
 
     def counters_json(self) -> dict[str, Any]:
         """The counters and histograms (not the gauges), for a snapshot: a restored shard
@@ -213,78 +245,72 @@ class MetricsSnapshot:
             return [h.counts.tolist(), h.total]
 
         return {
-            **{name: dict(getattr(self, name)) for name in self._TABLES},
-            "registration_s": {k: hist(h) for k, h in self.registration_s.items()},
-            "selection_s": {k: hist(h) for k, h in self.selection_s.items()},
-            "signal_age_s": hist(self.signal_age_s),
-            "assignments_expired": self.assignments_expired,
-            "wal_bytes_total": self.wal_bytes_total,
-            "snapshot_s": hist(self.snapshot_s),
+            **{name: dict(getattr(self, name)) for name in self._names(_TABLE)},
+            **{
+                name: {k: hist(h) for k, h in getattr(self, name).items()}
+                for name in self._names(_HISTS)
+            },
+            **{name: hist(getattr(self, name)) for name in self._names(_HIST)},
+            **{name: getattr(self, name) for name in self._names(_COUNT)},
         }
 
     @classmethod
-    def from_counters_json(cls, data: dict[str, Any]) -> MetricsSnapshot:
-        """Inverse of ``counters_json``; anything malformed is a ``ValueError``."""
+    def from_counters_json(cls, data: dict[str, Any]) -> Counters:
+        """Inverse of ``counters_json``; anything malformed is a ``ValueError``. A field a
+        snapshot of an older version lacks starts at zero."""
         out = cls()
 
-        def fill(h: Histogram, raw: list[Any]) -> Histogram:
+        def fill(h: Histogram, raw: list[Any]) -> None:
             counts, total = raw
             if len(counts) != len(h.counts):
                 raise ValueError("histogram buckets differ")
             h.counts[:] = np.asarray(counts, np.int64)
             h.total = float(total)
-            return h
 
-        for name in cls._TABLES:
+        for name in cls._names(_TABLE):
             getattr(out, name).update({str(k): int(v) for k, v in data.get(name, {}).items()})
-        for k, raw in data.get("registration_s", {}).items():
-            fill(out.registration(k), raw)
-        for k, raw in data.get("selection_s", {}).items():
-            fill(out.selection(k), raw)
-        fill(out.signal_age_s, data.get("signal_age_s", [[0] * len(out.signal_age_s.counts), 0.0]))
-        out.assignments_expired = int(data.get("assignments_expired", 0))
-        out.wal_bytes_total = int(data.get("wal_bytes_total", 0))
-        if "snapshot_s" in data:
-            fill(out.snapshot_s, data["snapshot_s"])
+        for name in cls._names(_HISTS):
+            for k, raw in data.get(name, {}).items():
+                fill(out.hist(name, str(k)), raw)
+        for name in cls._names(_HIST):
+            if name in data:
+                fill(getattr(out, name), data[name])
+        for name in cls._names(_COUNT):
+            setattr(out, name, int(data.get(name, 0)))
         return out
 
-    def shortfall(self, newer: MetricsSnapshot) -> MetricsSnapshot:
+    def shortfall(self, newer: Counters) -> Counters:
         """What ``newer`` lacks of these counters, item by item (never negative): added to
         ``newer`` it gives counters that did not go backwards."""
-        out = MetricsSnapshot()
-        for name in self._TABLES:
+        out = Counters()
+        for name in self._names(_TABLE):
             mine, theirs, gap = getattr(self, name), getattr(newer, name), getattr(out, name)
             for k, v in mine.items():
                 if v > theirs.get(k, 0):
                     gap[k] = v - theirs.get(k, 0)
-        for mine_h, theirs_h, get in (
-            (self.registration_s, newer.registration_s, out.registration),
-            (self.selection_s, newer.selection_s, out.selection),
-        ):
-            for k, h in mine_h.items():
-                get(k).set_shortfall(h, theirs_h.get(k))
-        out.signal_age_s.set_shortfall(self.signal_age_s, newer.signal_age_s)
-        out.snapshot_s.set_shortfall(self.snapshot_s, newer.snapshot_s)
-        out.assignments_expired = max(self.assignments_expired - newer.assignments_expired, 0)
-        out.wal_bytes_total = max(self.wal_bytes_total - newer.wal_bytes_total, 0)
+        for name in self._names(_HISTS):
+            theirs_h = getattr(newer, name)
+            for k, h in getattr(self, name).items():
+                out.hist(name, k).set_shortfall(h, theirs_h.get(k))
+        for name in self._names(_HIST):
+            getattr(out, name).set_shortfall(getattr(self, name), getattr(newer, name))
+        for name in self._names(_COUNT):
+            setattr(out, name, max(getattr(self, name) - getattr(newer, name), 0))
         return out
 
-    def merge(self, other: MetricsSnapshot) -> None:
-        for name in self._TABLES:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            for k, v in theirs.items():
+    def merge(self, other: Counters, gauges: bool = True) -> None:
+        """Add ``other``'s counts (and, with ``gauges``, its gauges) to these."""
+        for name in self._names(_TABLE):
+            mine = getattr(self, name)
+            for k, v in getattr(other, name).items():
                 mine[k] = mine.get(k, 0) + v
-        for k, h in other.registration_s.items():
-            self.registration(k).merge(h)
-        for k, h in other.selection_s.items():
-            self.selection(k).merge(h)
-        self.signal_age_s.merge(other.signal_age_s)
-        self.agents += other.agents
-        self.live_signals += other.live_signals
-        self.in_flight += other.in_flight
-        self.assignments_expired += other.assignments_expired
-        self.wal_bytes_total += other.wal_bytes_total
-        self.snapshot_s.merge(other.snapshot_s)
+        for name in self._names(_HISTS):
+            for k, h in getattr(other, name).items():
+                self.hist(name, k).merge(h)
+        for name in self._names(_HIST):
+            getattr(self, name).merge(getattr(other, name))
+        for name in self._names(_COUNT) + (self._names(_GAUGE) if gauges else []):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class Monotonic:
@@ -293,34 +319,74 @@ class Monotonic:
     A source that does not answer keeps its last counters. A source in a new incarnation
     (or whose counters went down) restarted: what it had counted beyond the base it
     restored (everything, when it came back empty) becomes an offset added on. Gauges
-    (agents, live signals, in flight) are taken as they are."""
+    (agents, live signals, in flight) are taken as they are. A source gone for good
+    (``retire``) leaves its counts in one sum and its keys go, so memory stays bounded."""
 
     def __init__(self) -> None:
-        self._last: dict[str, MetricsSnapshot] = {}
-        self._offset: dict[str, MetricsSnapshot] = {}
+        self._last: dict[str, Counters] = {}
+        self._offset: dict[str, Counters] = {}
+        self._retired = Counters()
 
-    def total(self, fresh: dict[str, MetricsSnapshot | None]) -> MetricsSnapshot:
-        out = MetricsSnapshot()
+    def total(self, fresh: dict[str, Counters | None]) -> Counters:
+        out = Counters()
+        _merge_counters(out, self._retired)
         for source, snap in fresh.items():
             last = self._last.get(source)
             if snap is None:  # no answer this time: its counters as last seen
                 if last is not None:
                     _merge_counters(out, last)
+                    if source in self._offset:
+                        _merge_counters(out, self._offset[source])
                 continue
             if last is not None and (
                 snap.incarnation != last.incarnation or snap.count_total() < last.count_total()
             ):
-                base = snap.restored_base or MetricsSnapshot()
-                self._offset.setdefault(source, MetricsSnapshot()).merge(last.shortfall(base))
+                base = snap.restored_base or Counters()
+                self._offset.setdefault(source, Counters()).merge(last.shortfall(base))
             self._last[source] = snap
             out.merge(snap)
             if source in self._offset:
                 _merge_counters(out, self._offset[source])
         return out
 
+    def sources(self) -> set[str]:
+        return set(self._last)
 
-def _merge_counters(into: MetricsSnapshot, snap: MetricsSnapshot) -> None:
+    def retire(self, source: str) -> None:
+        """A source that will not come back: its last counts stay in every total."""
+        last = self._last.pop(source, None)
+        if last is not None:
+            _merge_counters(self._retired, last)
+        offset = self._offset.pop(source, None)
+        if offset is not None:
+            _merge_counters(self._retired, offset)
+
+
+# A pushed source silent this long is gone (a replica that stopped, a client that ended).
+PUSHED_SOURCE_TTL_S = 300.0
+
+
+class PushedCounters:
+    """The latest cumulative counters each outside router pushed (a Serve replica, a
+    ``fan_out="local"`` client), kept by a router actor. A source silent for ``ttl_s`` is
+    forgotten: replicas come and go, and each would otherwise stay for the router's life."""
+
+    def __init__(
+        self, ttl_s: float = PUSHED_SOURCE_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._latest: dict[str, tuple[Counters, float]] = {}
+
+    def absorb(self, source: str, counters: Counters) -> None:
+        self._latest[source] = (counters, self._clock())
+
+    def current(self) -> dict[str, Counters]:
+        cutoff = self._clock() - self.ttl_s
+        self._latest = {s: v for s, v in self._latest.items() if v[1] >= cutoff}
+        return {s: c for s, (c, _) in self._latest.items()}
+
+
+def _merge_counters(into: Counters, snap: Counters) -> None:
     """Counters and histograms only: a gauge of a silent or restarted source is stale."""
-    gauges = (into.agents, into.live_signals, into.in_flight)
-    into.merge(snap)
-    into.agents, into.live_signals, into.in_flight = gauges
+    into.merge(snap, gauges=False)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from actors.core.inflight import InFlight
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.models import OverloadPrediction, PredictParams
 from actors.core.prediction import Predictor
 from actors.core.table import AgentTable
@@ -32,7 +32,7 @@ class OverloadScan:
         table: AgentTable,
         predictor: Predictor,
         inflight: InFlight,
-        metrics: MetricsSnapshot,
+        metrics: Counters,
     ) -> None:
         self.table = table
         self.predictor = predictor

@@ -18,7 +18,7 @@ import numpy as np
 from actors.core import persistence, wal
 from actors.core.config import ShardConfig
 from actors.core.errors import InvalidInput
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.state import ShardState
 
 
@@ -50,7 +50,7 @@ def restore(
         state.inflight.load_records(snap.inflight)
         for agent_id, labels in snap.labels.items():
             state.labels.replace(agent_id, labels)
-        counted = MetricsSnapshot.from_counters_json(snap.metrics)
+        counted = Counters.from_counters_json(snap.metrics)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise InvalidInput(
             "corrupt or incompatible snapshot", [{"field": "snapshot", "reason": str(exc)}]

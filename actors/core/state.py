@@ -35,7 +35,7 @@ from actors.core.history import History
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, merge_partials
 from actors.core.metadata import Labels
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.models import (
     DIMENSIONS,
     LOAD_CODE,
@@ -79,7 +79,7 @@ class ShardState:
         self.labels = Labels(self.table)
         self.scorer = Scorer(self.table, self.signals, self.inflight, self.labels)
         self.predictor = Predictor(cfg, self.hist, self.signals)
-        self.metrics = MetricsSnapshot()
+        self.metrics = Counters()
         self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
         self.tasks: Tasks = Tasks(self.table, self.inflight, self.metrics, self._log)
         # Called with one encoded WAL record per change (``actors.core.wal``), when the
@@ -351,7 +351,7 @@ class ShardState:
             "array_bytes": self.table.nbytes(),
         }
 
-    def metrics_snapshot(self) -> MetricsSnapshot:
+    def metrics_snapshot(self) -> Counters:
         s = self.stats()
         # Reads expire overdue tasks too, so the part's own counter is the total.
         expired = self.inflight.expired_total

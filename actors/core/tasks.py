@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from actors.core import wal
 from actors.core.inflight import InFlight
-from actors.core.metrics import MetricsSnapshot
+from actors.core.metrics import Counters
 from actors.core.models import CompleteResult
 from actors.core.table import AgentTable
 
@@ -21,9 +21,7 @@ Log = Callable[[Callable[[], bytes]], None]
 
 
 class Tasks:
-    def __init__(
-        self, table: AgentTable, inflight: InFlight, metrics: MetricsSnapshot, log: Log
-    ) -> None:
+    def __init__(self, table: AgentTable, inflight: InFlight, metrics: Counters, log: Log) -> None:
         self.table = table
         self.inflight = inflight
         self.metrics = metrics

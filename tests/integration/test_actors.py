@@ -332,7 +332,7 @@ def test_a_local_router_selects_without_the_router_hop_and_is_counted_once(clien
 def test_a_client_fanning_out_itself_assigns_and_is_counted_once(client) -> None:
     """``fan_out="local"``: one hop to the shards, the same answers, counters pushed."""
     from actors.client.clients import connect
-    from actors.client.ops import PUSH_INTERVAL_S
+    from actors.client.relay import PUSH_INTERVAL_S
 
     local = connect(client.config.namespace, fan_out="local")
     ids = [f"fan-{i}" for i in range(6)]
@@ -353,7 +353,7 @@ def test_a_client_fanning_out_itself_assigns_and_is_counted_once(client) -> None
     local.flush_metrics()  # the same cumulative counts again: still counted once
     assert selections() == before + 1
     # A second later, selecting pushes by itself (not waiting for the routers' answers).
-    local._pushed_at -= PUSH_INTERVAL_S
+    local.relay._pushed_at -= PUSH_INTERVAL_S
     local.select(candidates=ids, k=1, assign=False)
     deadline = time.monotonic() + 10
     while selections() != before + 2 and time.monotonic() < deadline:

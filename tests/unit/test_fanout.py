@@ -86,7 +86,7 @@ def test_failed_or_slow_shards_degrade_the_answer_instead_of_failing_it(router) 
     res = asyncio.run(core.select(SelectRequest(k=3)))
     assert res.degraded and (res.shards_answered, res.shards_total) == (1, 3)
     assert all(shard_of(s.agent_id, 3) == 2 for s in res.selected)
-    assert core.degraded_total == 1
+    assert core.metrics.selections_degraded_total == 1
     stats = asyncio.run(core.stats())
     assert not stats["ready"] and [s["up"] for s in stats["shards"]] == [False, False, True]
 
