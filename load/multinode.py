@@ -312,7 +312,7 @@ def node_loss(address: str, smoke: bool, groups: dict[str, int]) -> dict[str, An
         for k in n["Resources"]
         if k.startswith("ripple_node_")
     }
-    router_node = ray.get(client.router_handles[0].describe.remote())["node_id"]
+    router_node = ray.get(client.router_handles[0].deployment_info.remote())["node_id"]
     before = {s["shard"]: s for s in client.stats()["shards"]}
     victims = [
         node

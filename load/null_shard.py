@@ -20,5 +20,5 @@ class NullShard(PickledCalls):
     async def ping(self) -> dict[str, Any]:
         return {"shard": self.shard_index, "pid": os.getpid(), "agents": 0}
 
-    async def register(self, cols: SignalColumns) -> IngestResult:
+    async def ingest(self, cols: SignalColumns) -> IngestResult:
         return IngestResult.model_construct(accepted=len(cols), rejected=[])

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.client.buffer import SignalBuffer
-from actors.client.ops import ClientOps, FanOut, Op
+from actors.client.ops import ClientOps, FanOutMode, Op
 from actors.cluster.adapter import drive, drive_sync
 from actors.cluster.deployment import deploy_actors, locate
 from actors.core.config import ServiceConfig
@@ -107,7 +107,7 @@ def connect(
     namespace: str = "ripple",
     address: str | None = None,
     timeout_s: float = 10.0,
-    fan_out: FanOut = "router",
+    fan_out: FanOutMode = "router",
 ) -> RippleClient:
     """Attach to a running deployment by name, from a driver, a task or another job.
 
@@ -121,7 +121,7 @@ def connect_async(
     namespace: str = "ripple",
     address: str | None = None,
     timeout_s: float = 10.0,
-    fan_out: FanOut = "router",
+    fan_out: FanOutMode = "router",
 ) -> AsyncRippleClient:
     return AsyncRippleClient(*locate(namespace, address, timeout_s), fan_out=fan_out)
 

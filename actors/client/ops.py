@@ -42,7 +42,7 @@ from actors.core.partition import owners, partition
 
 WeightsArg = Weights | dict[str, float] | None
 log = logging.getLogger(__name__)
-FanOut = Literal["router", "local"]
+FanOutMode = Literal["router", "local"]
 
 
 def _weights(weights: WeightsArg) -> Weights | None:
@@ -57,7 +57,7 @@ class ClientOps:
         routers: Sequence[Any],
         shards: Sequence[Any],
         config: ServiceConfig,
-        fan_out: FanOut = "router",
+        fan_out: FanOutMode = "router",
     ) -> None:
         self.config = config
         self.num_shards = len(shards)
@@ -102,7 +102,7 @@ class ClientOps:
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
         parts = partition(cols.agent_ids, self.num_shards, self._owner)
         positions = {s: p for s, p in enumerate(parts) if len(p)}
-        got = yield self._shards, {s: ("register", (cols.take(p),)) for s, p in positions.items()}
+        got = yield self._shards, {s: ("ingest", (cols.take(p),)) for s, p in positions.items()}
         return merge_register(positions, got)
 
     def register_op(self, signals: Sequence[Any]) -> Op[IngestResult]:

@@ -73,7 +73,7 @@ class Relay:
         router's, which would make counters jump between scrapes), never going backwards.
         Gauges and ``shard_up`` are as of this scrape."""
         num_shards = self._shards.num_shards
-        shards = yield self._shards, {s: ("metrics", ()) for s in range(num_shards)}
+        shards = yield self._shards, {s: ("counters", ()) for s in range(num_shards)}
         routers = yield self._routers, {j: ("own_metrics", ()) for j in range(self.num_routers)}
         fresh: dict[str, Counters | None] = {
             f"shard-{s}": shards.results.get(s) for s in range(num_shards)

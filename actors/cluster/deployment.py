@@ -52,7 +52,7 @@ def deploy_actors(
     ensure_ray(address)
     try:
         existing: Any = ray.get_actor(ROUTER_NAME.format(index=0), namespace=config.namespace)
-        have: Any = ray.get(existing.describe.remote(), timeout=config.connect_timeout_s)[
+        have: Any = ray.get(existing.deployment_info.remote(), timeout=config.connect_timeout_s)[
             "num_shards"
         ]
         if have != config.num_shards:
@@ -124,7 +124,7 @@ def locate(
     ensure_ray(address)
     router = require_router(namespace)
     try:
-        info = ray.get(router.describe.remote(), timeout=timeout_s)
+        info = ray.get(router.deployment_info.remote(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError as exc:
         raise DeadlineExceeded(
             f"router in {namespace!r} did not answer in {timeout_s:g} s"

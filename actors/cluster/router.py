@@ -233,7 +233,7 @@ class RouterCore:
         """Keep an outside router's cumulative counters (each push replaces the last)."""
         self.pushed.absorb(source, metrics)
 
-    def describe(self) -> dict[str, Any]:
+    def deployment_info(self) -> dict[str, Any]:
         return {
             "num_shards": self.num_shards,
             "config": self.config.model_dump(),

@@ -133,7 +133,7 @@ class ShardActor(PickledCalls):
             "node_id": node_id(),
         }
 
-    async def register(self, cols: SignalColumns) -> IngestResult:
+    async def ingest(self, cols: SignalColumns) -> IngestResult:
         self._ensure_sweeper()
         try:
             return await self.lane.submit(cols)
@@ -222,5 +222,5 @@ class ShardActor(PickledCalls):
             "durability": None if self.durable is None else self.durable.stats(),
         }
 
-    async def metrics(self) -> Counters:
-        return self.state.metrics_snapshot()
+    async def counters(self) -> Counters:
+        return self.state.counters()

@@ -25,7 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from actors.core.models import DEFAULT_WEIGHTS, MAX_TTL_S, Weights
+from actors.core.models import DEFAULT_WEIGHTS, MAX_FUTURE_SKEW_S, MAX_TTL_S, Weights
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -41,7 +41,10 @@ class ShardConfig(BaseModel):
     )
     max_ttl_s: float = Field(MAX_TTL_S, gt=0.0, le=MAX_TTL_S, description="longest ttl_s accepted")
     max_future_skew_s: float = Field(
-        5.0, ge=0.0, le=60.0, description="how far ahead a timestamp may be (clock skew)"
+        MAX_FUTURE_SKEW_S,
+        ge=0.0,
+        le=60.0,
+        description="how far ahead a timestamp may be (clock skew)",
     )
     sweep_interval_s: float = Field(5.0, gt=0.0, le=3600.0, description="expiry sweep period")
     # An agent with nothing live is kept this long after its last signal, so a brief gap

@@ -351,7 +351,7 @@ class ShardState:
             "array_bytes": self.table.nbytes(),
         }
 
-    def metrics_snapshot(self) -> Counters:
+    def counters(self) -> Counters:
         s = self.stats()
         # Reads expire overdue tasks too, so the part's own counter is the total.
         expired = self.inflight.expired_total

@@ -101,7 +101,7 @@ def test_service_time_is_learned_from_durations_and_bounds_uncompleted_tasks(clo
     assert state.agent("a").in_flight == 1
     clock.advance(0.2)
     assert state.agent("a").in_flight == 0
-    assert state.metrics_snapshot().assignments_expired == 1
+    assert state.counters().assignments_expired == 1
 
 
 def test_service_time_without_completions_comes_from_littles_law(clock) -> None:

@@ -43,11 +43,11 @@ def test_restore_is_the_newest_snapshot_plus_the_wal_after_it(tmp_path) -> None:
     state.describe("a1", max_concurrency=3, labels={"tier": "gold"})
     state.complete(picked[0].agent_id, picked[0].assignment_id)
     before = views(state)
-    counted = state.metrics_snapshot().signals_total
+    counted = state.counters().signals_total
 
     d2, back = reopen(cfg, d)
     assert views(back) == before
-    assert back.metrics_snapshot().signals_total == counted  # counters restored, not zeroed
+    assert back.counters().signals_total == counted  # counters restored, not zeroed
     assert d2.restored_agents == 6 and d2.report.replayed_records == 3
     # A second snapshot prunes the WAL it covers; the oldest snapshots go past the limit.
     asyncio.run(d2.snapshot(back))

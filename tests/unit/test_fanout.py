@@ -40,11 +40,10 @@ class FakeShardTransport:
             await asyncio.sleep(10)
         if shard in self.broken:
             raise ConnectionError(f"shard {shard} died")
-        # ShardActor's method names over ShardState's (the actor is a thin rename).
+        # ShardActor's methods are ShardState's (the actor is thin), but for the paged scan.
         state = self.states[shard]
         if method == "overloads_page":  # the actor pages the state's scan
             return state.scan.page(*args, state.now)
-        method = {"metrics": "metrics_snapshot", "register": "ingest"}.get(method, method)
         return getattr(state, method)(*args)
 
     def awaitable(self, ref: Any) -> Any:

@@ -413,7 +413,7 @@ def test_metrics_count_signals_rejections_selections_and_latency(state) -> None:
     state.ingest_dicts([sig("a", "LOAD", 0.1), sig("a", "COST", 0.1), sig("a", "LOAD", 9)])
     state.select(read_only(k=1))
     state.select(read_only(k=1, strategy="p2c"))
-    m = state.metrics_snapshot()
+    m = state.counters()
     assert m.signals_total == {"LOAD": 1, "COST": 1}
     assert m.rejected_total == {"value_out_of_range": 1}
     assert m.selections_total == {"best": 1, "p2c": 1}
