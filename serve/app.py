@@ -68,8 +68,6 @@ from serve.openapi import (
 log = logging.getLogger(__name__)
 RECENT_SELECTIONS = 50
 UI_PAGE = (Path(__file__).parent / "static" / "ui.html").read_text()
-_limit = {"max_body_bytes": ServiceConfig().http.max_body_bytes}  # set by the replica
-_gate = {"gate": Gate()}  # set by the replica
 
 
 app = FastAPI(
@@ -77,9 +75,10 @@ app = FastAPI(
     version="1",
     description="Agents report signals; routers ask which agent should get the next task.",
 )
-# Inside RequestContext (added next), so the request id is set.
-app.add_middleware(Guard, gate=lambda: _gate["gate"], routes=lambda: app.router.routes)
-errors.install(app, lambda: _limit["max_body_bytes"])
+# Inside RequestContext (added next), so the request id is set. Both read the replica's
+# settings from ``app.state`` (set once by the replica's constructor).
+app.add_middleware(Guard)
+errors.install(app, HttpConfig().max_body_bytes)
 
 
 def _json(model: BaseModel) -> Response:
@@ -88,7 +87,8 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+# Its resources and max_ongoing_requests come from HttpConfig (``build_app``), not here.
+@serve.deployment
 @serve.ingress(app)
 class RippleIngress:
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -97,10 +97,10 @@ class RippleIngress:
         for handler in logging.getLogger().handlers:
             handler.addFilter(errors.RequestIdFilter())
         http = self.config.http
-        _limit["max_body_bytes"] = http.max_body_bytes
+        app.state.max_body_bytes = http.max_body_bytes
         self.secret = self.config.resolved_auth_secret()
         self.quota = AgentQuota()
-        _gate["gate"] = Gate(secret=self.secret, host=http.host)
+        app.state.gate = Gate(secret=self.secret, host=http.host)
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SELECTIONS)
         # Idempotent: attaches to shards created by `ripple up`, or creates them under
         # `serve run` / `serve deploy`, so every way of starting gives the same service.

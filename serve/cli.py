@@ -132,18 +132,13 @@ def default_state_dir() -> Path:
 
 def durability_overrides(ns: argparse.Namespace) -> dict[str, Any]:
     """``ripple up`` is durable by default (wal, everysec, under the state directory)
-    unless the durability settings come from somewhere else (YAML, environment), or
-    ``--no-durability`` turns it off; ``--storage`` and ``--fsync`` refine it."""
+    unless the durability settings come from somewhere else (the YAML file, the
+    environment: ``ServiceConfig.sections_given``), or ``--no-durability`` turns it off;
+    ``--storage`` and ``--fsync`` refine it (the CLI wins, key by key)."""
     if ns.no_durability:
         return {"mode": "none"}
     out: dict[str, Any] = {"storage_path": ns.storage, "fsync": ns.fsync}
-    from_env = any(k.startswith("RIPPLE_DURABILITY__") for k in os.environ)
-    from_yaml = False
-    if ns.config:
-        import yaml
-
-        from_yaml = "durability" in (yaml.safe_load(Path(ns.config).read_text()) or {})
-    if not (from_env or from_yaml):
+    if "durability" not in ServiceConfig.sections_given(ns.config):
         namespace = ns.namespace or "ripple"
         out["mode"] = "wal"
         out["storage_path"] = ns.storage or str(default_state_dir() / namespace)

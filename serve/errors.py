@@ -17,7 +17,6 @@ import contextvars
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,9 +141,9 @@ class RequestContext:
     """ASGI middleware: a request id per request, and the body limit counted while the
     body streams in (a chunked body has no Content-Length to trust)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, default_max_body_bytes: int) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.default_max_body_bytes = default_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,7 +153,9 @@ class RequestContext:
         rid = given if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
-        limit = self.max_body_bytes()
+        # The replica's setting, kept on the application's state (Starlette puts the app
+        # in the scope before any middleware runs).
+        limit = getattr(scope["app"].state, "max_body_bytes", self.default_max_body_bytes)
         seen = 0
 
         async def counted() -> Message:
@@ -196,13 +197,14 @@ class RequestContext:
             request_id_var.reset(token)
 
 
-def install(app: FastAPI, max_body_bytes: Callable[[], int]) -> None:
-    """Register every handler and the middleware on ``app``."""
+def install(app: FastAPI, default_max_body_bytes: int) -> None:
+    """Register every handler and the middleware on ``app``. The body limit in force is
+    ``app.state.max_body_bytes`` (set by the replica from its config), else the default."""
     app.add_exception_handler(RippleError, _ripple_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _bug)
-    app.add_middleware(RequestContext, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestContext, default_max_body_bytes=default_max_body_bytes)
 
 
 class ErrorDetail(BaseModel):

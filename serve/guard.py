@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,28 +64,28 @@ def _host_name(raw: bytes) -> str:
 class Guard:
     """ASGI middleware; runs inside ``serve.errors.RequestContext`` (the request id is set)."""
 
-    def __init__(
-        self, app: ASGIApp, gate: Callable[[], Gate], routes: Callable[[], Sequence[Any]]
-    ) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.gate = gate
-        self.routes = routes  # the app's routes: a method no route has stays a 405
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The replica's gate is on the application's state (Starlette puts the app in
+        # the scope before any middleware runs); its routes tell a 405 from a write.
+        top = scope["app"]
         try:
-            self._check(scope, self.gate())
+            self._check(scope, getattr(top.state, "gate", Gate()), top.router.routes)
         except RippleError as err:
             await error_response(err, request_id_var.get())(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _routed(self, scope: Scope) -> bool:
-        return any(route.matches(scope)[0] == Match.FULL for route in self.routes())
+    @staticmethod
+    def _routed(scope: Scope, routes: Sequence[Any]) -> bool:
+        return any(route.matches(scope)[0] == Match.FULL for route in routes)
 
-    def _check(self, scope: Scope, gate: Gate) -> None:
+    def _check(self, scope: Scope, gate: Gate, routes: Sequence[Any]) -> None:
         headers = dict(scope.get("headers") or [])
         if gate.secret is not None:
             if scope["path"].startswith("/v1/"):
@@ -101,7 +101,7 @@ class Guard:
                 f"host {host!r} is not served here",
                 [{"field": "Host", "reason": "must be a loopback name or the configured host"}],
             )
-        if scope["method"].encode() in _WRITES and self._routed(scope):
+        if scope["method"].encode() in _WRITES and self._routed(scope, routes):
             kind = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if kind != b"application/json" and not kind.endswith(b"+json"):
                 raise UnsupportedMediaType(

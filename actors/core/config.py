@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -228,6 +229,15 @@ class ServiceConfig(BaseSettings):
         if yaml_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
+
+    @classmethod
+    def sections_given(cls, yaml_file: str | Path | None = None) -> set[str]:
+        """The top-level settings the ``RIPPLE_*`` environment or the YAML file give (read,
+        not validated), for a caller whose defaults yield to them (``ripple up``)."""
+        given = set(EnvSettingsSource(cls)())
+        if yaml_file is not None:
+            given |= set(YamlConfigSettingsSource(cls, yaml_file=Path(yaml_file))())
+        return given
 
     @classmethod
     def load(cls, yaml_file: str | Path | None = None, **overrides: Any) -> ServiceConfig:

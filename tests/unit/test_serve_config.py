@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,32 @@ def test_ripple_up_merges_a_durability_section_from_env_and_cli(monkeypatch, tmp
     d = config.durability
     assert (d.mode, d.fsync, d.snapshot_interval_s) == ("wal", "always", 30.0)
     assert config.num_shards == 3
+
+
+def test_ripple_up_is_durable_by_default_unless_the_settings_say_otherwise(
+    monkeypatch, tmp_path
+) -> None:
+    import argparse
+
+    from serve.cli import durability_overrides
+
+    for key in [k for k in os.environ if k.startswith("RIPPLE_DURABILITY__")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    ns = argparse.Namespace(
+        no_durability=False, storage=None, fsync=None, config=None, namespace="ns1"
+    )
+    assert durability_overrides(ns) == {
+        "mode": "wal",
+        "storage_path": str(tmp_path / "state" / "ripple" / "ns1"),
+        "fsync": None,
+    }
+    yaml_file = tmp_path / "ripple.yaml"
+    yaml_file.write_text("durability:\n  mode: snapshot\n  storage_path: /tmp/elsewhere\n")
+    ns.config = str(yaml_file)
+    assert "mode" not in durability_overrides(ns)  # the file's section wins over the default
+    assert ServiceConfig.load(yaml_file, durability=durability_overrides(ns)).durability.mode == (
+        "snapshot"
+    )
+    ns.no_durability = True
+    assert durability_overrides(ns) == {"mode": "none"}
