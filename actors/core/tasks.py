@@ -34,20 +34,16 @@ class Tasks:
         replay gives back the ids handed out before. Unknown agents get no state.
         Returns (agent, id) of each task opened."""
         planned = [
-            (a, self.inflight.new_id() if wanted is None else wanted)
+            (a, r, self.inflight.new_id() if wanted is None else wanted)
             for a, wanted in pairs
-            if self.table.row(a) is not None
+            if (r := self.table.row(a)) is not None
         ]
         # A replay refuses what this call refuses (the same bounds on the same state).
         if planned:
-            self._log(lambda: wal.encode("assign", now, {"pairs": planned}))
-        out = []
-        for a, aid in planned:
-            r = self.table.row(a)
-            assert r is not None
-            if self.inflight.assign(a, r, now, aid) is not None:
-                out.append((a, aid))
-        return out
+            self._log(lambda: wal.encode("assign", now, {"pairs": [(a, i) for a, _, i in planned]}))
+        return [
+            (a, aid) for a, r, aid in planned if self.inflight.assign(a, r, now, aid) is not None
+        ]
 
     def report(
         self,
