@@ -204,6 +204,13 @@ class Counters:
         self.selection(strategy).observe(took_s)
         self.signal_age_s.observe_many(ages_s[np.isfinite(ages_s)])
 
+    def record_restored(self, counted: Counters) -> None:
+        """Counters a snapshot brought back: merged into this live object (the overload
+        scan holds it), and kept as the base a scrape subtracts, so counters neither
+        restart at zero nor count twice."""
+        self.merge(counted)
+        self.restored_base = counted
+
     def record_degraded(self) -> None:
         self.selections_degraded_total += 1
 

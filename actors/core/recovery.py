@@ -55,10 +55,7 @@ def restore(
         raise InvalidInput(
             "corrupt or incompatible snapshot", [{"field": "snapshot", "reason": str(exc)}]
         ) from exc
-    # Merged into the live object (the overload scan holds it), and kept as the base
-    # a scrape subtracts, so counters neither restart at zero nor count twice.
-    state.metrics.merge(counted)
-    state.metrics.restored_base = counted
+    state.metrics.record_restored(counted)
     return state
 
 
