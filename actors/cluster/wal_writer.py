@@ -87,6 +87,9 @@ class WalWriter:
         self.broken: str | None = None
         self._syncing: asyncio.Future[None] | None = None
         self._retired: list[int] = []  # earlier segments, still to fsync and close
+        # Called on the event loop as soon as an fsync failed, before anyone waiting on it
+        # resumes: the host decides what the unsynced records mean (``ShardDurability``).
+        self.on_sync_failure: Callable[[OSError], None] | None = None
 
     def segments(self) -> list[tuple[int, Path]]:
         out = []
@@ -160,10 +163,6 @@ class WalWriter:
             if self._syncing is None:
                 self._syncing = asyncio.ensure_future(self._sync())
             await asyncio.shield(self._syncing)
-
-    # Called on the event loop as soon as an fsync failed, before anyone waiting on it
-    # resumes: the host decides what the unsynced records mean (``ShardDurability``).
-    on_sync_failure: Callable[[OSError], None] | None = None
 
     async def _sync(self) -> None:
         try:
