@@ -70,9 +70,7 @@ class ShardDurability:
         self.shard_index = shard_index
         self.storage: Storage = open_storage(cfg.storage_path, shard_index)
         self.wal = (
-            WalWriter(wal_dir_for(cfg, namespace, shard_index), cfg.fsync)
-            if cfg.mode == "wal"
-            else None
+            WalWriter(wal_dir_for(cfg, namespace, shard_index)) if cfg.mode == "wal" else None
         )
         if self.wal is not None:
             self.wal.on_sync_failure = self._sync_failed

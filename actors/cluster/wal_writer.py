@@ -60,11 +60,10 @@ class WalWriter:
     header) first. A new segment replaces the current one only once it exists with its
     header, so a refused ``open`` leaves the log writing where it was."""
 
-    def __init__(self, directory: Path, fsync: str, ops: FileOps | None = None) -> None:
+    def __init__(self, directory: Path, ops: FileOps | None = None) -> None:
         self.ops = ops or FileOps()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.fsync_mode = fsync
         self._lock_fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
