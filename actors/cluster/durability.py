@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 # this long, doubling up to the cap, so a storage that works again is used within seconds.
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
-_TAKEN_BACK = "records taken back after a failed fsync"
 
 
 def wal_dir_for(cfg: DurabilityConfig, namespace: str, shard_index: int) -> Path:
@@ -204,9 +203,7 @@ class ShardDurability:
         """Cut the unsynced records from the log and rebuild the state from the disk."""
         assert self.wal is not None
         try:
-            if self.wal.broken != _TAKEN_BACK:
-                self.wal.take_back_unsynced()
-                self.wal.broken = _TAKEN_BACK
+            self.wal.take_back_unsynced()  # idempotent: a retry cuts at the same point
             # A rebuild is a restore: its report replaces the last one.
             report = RestoreReport(self.shard_index, next_seq=self.report.next_seq)
             state = load_state(self.storage, self.wal, self._config, self._clock, report)
@@ -288,10 +285,11 @@ class ShardDurability:
             out = await self.snaps.take(
                 state, seq, None if self.wal is None else self.wal.open_segment
             )
-        except (OSError, StorageUnavailable) as exc:
+        except StorageUnavailable:
             self.snapshot_owed = True
-            if isinstance(exc, StorageUnavailable):
-                raise
+            raise
+        except OSError as exc:
+            self.snapshot_owed = True
             raise StorageUnavailable(
                 f"snapshot {seq} failed", [{"field": "storage", "reason": f"snapshot: {exc}"}]
             ) from exc

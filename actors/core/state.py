@@ -88,8 +88,9 @@ class ShardState:
         # change is not applied.
         self.journal: Callable[[bytes], None] | None = None
 
-    def now(self) -> float:
-        return self._clock()
+    def now(self, at_s: float | None = None) -> float:
+        """``at_s`` when a verb is told when it happens (a replay), else the clock."""
+        return self._clock() if at_s is None else at_s
 
     def _log(self, record: Callable[[], bytes]) -> None:
         """Journal one change (encoded only when a log is kept), before it is applied."""
@@ -99,7 +100,7 @@ class ShardState:
     # ------------------------------------------------------------------ ingest
     def ingest(self, cols: SignalColumns, at_s: float | None = None) -> IngestResult:
         t0 = time.perf_counter()
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         cfg, table = self.config, self.table
         known = table.lookup(cols.agent_ids)
         vb = validate(
@@ -197,7 +198,7 @@ class ShardState:
     def assign(self, agent_ids: Sequence[str], at_s: float | None = None) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state.
         Returns the assignment id of each agent assigned."""
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         return dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
 
     def report_tasks(
@@ -206,7 +207,7 @@ class ShardState:
         completed: Sequence[tuple[str, bool, float | None]],
         at_s: float | None = None,
     ) -> dict[str, int]:
-        return self.tasks.report(assigned, completed, self._clock() if at_s is None else at_s)
+        return self.tasks.report(assigned, completed, self.now(at_s))
 
     def complete(
         self,
@@ -216,7 +217,7 @@ class ShardState:
         duration_s: float | None = None,
         at_s: float | None = None,
     ) -> CompleteResult:
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         return self.tasks.complete(agent_id, assignment_id, ok, duration_s, now)
 
     # ------------------------------------------------------------------ metadata
@@ -230,7 +231,7 @@ class ShardState:
         """Set metadata (no TTL; omitted fields are kept). Creates the agent if new."""
         meta = DescribeRequest(max_concurrency=max_concurrency, labels=labels)
         check_agent_id(agent_id)
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         args = {"agent": agent_id, "max_concurrency": meta.max_concurrency, "labels": meta.labels}
         self._log(lambda: wal.encode("describe", now, args))
         r = self.table.row(agent_id)
@@ -272,7 +273,7 @@ class ShardState:
         return r
 
     def agent(self, agent_id: str, at_s: float | None = None) -> AgentView:
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         r = self._row(agent_id)
         dims = self.scorer.dims(np.array([r]), now)[:, 0]
         reported = self.signals.value(LOAD_CODE, r, now)
@@ -292,7 +293,7 @@ class ShardState:
         r = self.table.row(agent_id)
         if r is None:
             return False
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         self._log(lambda: wal.encode("delete", now, {"agent": agent_id}))
         self.table.remove([r])
         return True
@@ -316,7 +317,7 @@ class ShardState:
     def sweep(self, at_s: float | None = None) -> dict[str, int]:
         """Drop expired signals and assignments, then agents with nothing live, nothing
         in flight and no recent history (with all their state). Linear in the agents."""
-        now = self._clock() if at_s is None else at_s
+        now = self.now(at_s)
         self._log(lambda: wal.encode("sweep", now))
         n = self.table.n
         expired = self.signals.expire(now)
