@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ class Gate:
     secret: str | None = None
     host: str = "127.0.0.1"
 
+    @functools.cached_property
     def allowed_hosts(self) -> frozenset[str]:
         hosts = set(LOOPBACK)
         if self.host not in ("0.0.0.0", "::"):
@@ -96,7 +98,7 @@ class Guard:
                 scope.setdefault("state", {})["principal"] = principal
             return
         host = _host_name(headers.get(b"host", b""))
-        if host not in gate.allowed_hosts():
+        if host not in gate.allowed_hosts:
             raise MisdirectedRequest(
                 f"host {host!r} is not served here",
                 [{"field": "Host", "reason": "must be a loopback name or the configured host"}],
