@@ -16,6 +16,7 @@ BENCHMARKS = {
     "multinode": "load.multinode",
     "capacity": "load.capacity",
     "routing": "load.routing",
+    "outcomes": "load.outcomes",
     "overload": "load.overload",
     "serve-router": "load.serve_router",
     "litellm": "load.litellm_router",

@@ -116,11 +116,9 @@ def run_all(
         router = make_router(models, None if name == "ripple" else name)
         strategy = None
         if name == "ripple":
-            strategy = RippleRoutingStrategy.attach(
-                router, connect_async(namespace), cooldown_s=1.5, seed=1
-            )
+            strategy = RippleRoutingStrategy.attach(router, connect_async(namespace), seed=1)
         try:
-            # The wait covers Ripple's cool-down (1.5 s) and LiteLLM's default one (5 s).
+            # The wait covers Ripple's ejection (1.5 s here) and LiteLLM's cool-down (5 s).
             failing, recovered = asyncio.run(failover(router, n, concurrency, models, 6.0))
             slow_router = make_router(slow_models(call_s), None if name == "ripple" else name)
             if name == "ripple":
@@ -145,7 +143,7 @@ def main(argv: list[str] | None = None) -> Report:
     import ray
 
     import actors
-    from actors.core.config import ServiceConfig
+    from actors.core.config import ServiceConfig, ShardConfig
 
     parser = base_parser(__doc__ or "")
     parser.add_argument("--requests", type=int, default=240)
@@ -157,7 +155,9 @@ def main(argv: list[str] | None = None) -> Report:
     namespace = "ripple-bench-litellm"
     ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
     try:
-        actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1))
+        # Ejections as short as LiteLLM's cool-downs, so both recover within the run.
+        shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3)
+        actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1, shard=shard))
         # Smoke (CI): one peer is enough to show the script runs end to end.
         peers = PEERS[:1] if args.smoke else PEERS
         out = run_all(namespace, n, args.call_s, peers=peers)

@@ -212,6 +212,7 @@ class Ripple(Router):
         declare: bool,
         clock: Callable[[], float],
         seed: int,
+        default_weights: bool = False,
     ) -> None:
         super().__init__(n, routers, rng)
         self.name = f"ripple {strategy}" + (
@@ -219,9 +220,11 @@ class Ripple(Router):
         )
         if not assign:
             self.name += " (old default)" if strategy == "best" else ""
-        # Routing for sojourn time: the load dimension alone (speed shows up in how fast
-        # each agent's load falls; CAPACITY is there for the greedy peer's score).
-        self.req = SelectRequest(strategy=strategy, assign=assign, weights=Weights(load=1))
+        # The load dimension alone, or (as a new user would) the default weights, under
+        # which the CAPACITY every agent reports is a preference too.
+        self.name += ", default weights" if default_weights else ", load weighted alone"
+        weights = None if default_weights else Weights(load=1)
+        self.req = SelectRequest(strategy=strategy, assign=assign, weights=weights)
         self.completions = completions
         self.ids = [f"agent-{i}" for i in range(n)]
         self.row = {a: i for i, a in enumerate(self.ids)}
@@ -279,6 +282,22 @@ def strategies(sc: Scenario, clock: Callable[[], float]) -> list[Callable[[], Ro
     out += [
         ripple(60, strategy="balanced", assign=True, completions=True, declare=True),
         ripple(61, strategy="balanced", assign=True, completions=False, declare=True),
+        ripple(
+            65,
+            strategy="balanced",
+            assign=True,
+            completions=True,
+            declare=True,
+            default_weights=True,
+        ),
+        ripple(
+            66,
+            strategy="balanced",
+            assign=True,
+            completions=False,
+            declare=True,
+            default_weights=True,
+        ),
         ripple(62, strategy="best", assign=False, completions=False, declare=False),
         ripple(63, strategy="p2c", assign=True, completions=True, declare=True),
         ripple(64, strategy="weighted", assign=True, completions=True, declare=True),

@@ -3,21 +3,15 @@
     router = litellm.Router(model_list=[...])
     RippleRoutingStrategy.attach(router, connect_async("ripple"))
 
-Each deployment of a model group is the Ripple agent ``litellm:<group>:<deployment id>``.
-A pick is Ripple's ``balanced`` selection among the group's deployments, with an
-assignment; LiteLLM's success and failure callbacks (this same object) complete it and
-report:
-- LATENCY: ``(mean + floor) / (mean + group mean + 2 floor)`` of the deployment's call time:
-  0.5 (neutral, as an unmeasured deployment) at the group's mean, lower when faster, higher
-  when slower; ``latency_floor_s`` keeps jitter of a few ms between fast calls from
-  counting as a speed difference;
-- AVAILABILITY: 1 when first seen (as LiteLLM assumes every deployment healthy, and so that
-  a deployment with no calls yet is tried rather than ranked below proven ones) and after
-  a success; 0 after a failure, for a cool-down that doubles with
-  each consecutive failure (``cooldown_s`` up to ``max_cooldown_s``). When the cool-down
-  ends the deployment is reported available again (half-open, as a circuit breaker): the
-  next failure opens it for twice as long, a success closes it. Failures of calls sent
-  before the circuit opened are the same outage and do not lengthen it.
+Each deployment of a model group is the Ripple agent ``litellm:<group>:<deployment id>``
+(described with the deployment's ``max_parallel_requests`` as its ``max_concurrency``).
+A pick is Ripple's selection among the group's deployments, with an assignment, under
+Ripple's defaults (``balanced``, default weights). LiteLLM's success and failure callbacks
+(this same object) complete the assignment with ``ok`` and the call's duration, and that
+is all: what the outcomes teach (health with ejection, probing and back-off, a speed
+measured from durations, ``predicted_s``) is Ripple's core, shared by every router of the
+deployment, not a cool-down kept in one process. Run LiteLLM with its own cool-downs off
+(``disable_cooldowns=True``): Ripple's ejections replace them.
 
 When Ripple cannot answer, a pick falls back to a random deployment of the group (LiteLLM's
 ``simple-shuffle``) and says so in the log; callbacks that cannot reach Ripple are dropped.
@@ -28,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,8 +36,7 @@ from actors.core.models import Weights
 log = logging.getLogger(__name__)
 
 _NOT_IN_IDS = re.compile(r"[^A-Za-z0-9._:@-]")
-# Weight of the newest call in a deployment's mean latency.
-LATENCY_EWMA_ALPHA = 0.3
+MAX_PENDING_CALLS = 10_000  # picks whose outcome has not come back yet
 
 
 def agent_id_of(group: str, deployment_id: str) -> str:
@@ -52,37 +45,28 @@ def agent_id_of(group: str, deployment_id: str) -> str:
 
 
 class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
-    """Picks with Ripple; learns from LiteLLM's outcome callbacks."""
+    """Picks with Ripple; reports LiteLLM's outcomes to it."""
 
     def __init__(
         self,
         router: Any,
         client: AsyncRippleClient,
         weights: dict[str, float] | None = None,
-        cooldown_s: float = 5.0,
-        max_cooldown_s: float = 300.0,
-        signal_ttl_s: float = 300.0,
-        latency_floor_s: float = 0.05,
         max_concurrency: int | None = None,
         seed: int | None = None,
     ) -> None:
         CustomLogger.__init__(self)
         self.router = router
         self.client = client
-        self.weights = Weights.model_validate(
-            weights or {"load": 0.4, "latency": 0.2, "availability": 0.4}
-        )
-        self.cooldown_s = cooldown_s
-        self.max_cooldown_s = max_cooldown_s
-        self.signal_ttl_s = signal_ttl_s
-        self.latency_floor_s = latency_floor_s
+        # None: the service's default weights (what every other router of it uses).
+        self.weights = None if weights is None else Weights.model_validate(weights)
         self.max_concurrency = max_concurrency
         self.rng = random.Random(seed)
         self.agent_of: dict[str, str] = {}  # deployment id -> agent id
         self.group_of: dict[str, str] = {}  # agent id -> model group
-        self.latency_s: dict[str, float] = {}
-        self.failures: dict[str, int] = {}
-        self.open_until: dict[str, float] = {}
+        # LiteLLM call id -> the assignment its pick opened (so the outcome closes that
+        # task, not the agent's oldest); bounded: a call whose outcome never comes goes.
+        self.assignment_of: OrderedDict[str, str] = OrderedDict()
         self.picks_by_ripple = 0
         self.picks_by_fallback = 0
 
@@ -123,12 +107,15 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
             by_agent[agent] = d
         try:
             await self._describe_new(model, by_agent)
-            await self._half_open(list(by_agent))
-            got = await self.client.select(
-                candidates=list(by_agent), k=1, weights=self.weights, strategy="balanced"
-            )
+            got = await self.client.select(candidates=list(by_agent), k=1, weights=self.weights)
             self.picks_by_ripple += 1
-            return by_agent[got.selected[0].agent_id]
+            pick = got.selected[0]
+            call_id = (request_kwargs or {}).get("litellm_call_id")
+            if call_id is not None and pick.assignment_id is not None:
+                self.assignment_of[str(call_id)] = pick.assignment_id
+                while len(self.assignment_of) > MAX_PENDING_CALLS:
+                    self.assignment_of.popitem(last=False)
+            return by_agent[pick.agent_id]
         except Exception as e:  # Ripple unreachable or degraded: LiteLLM's simple-shuffle
             log.warning("Ripple could not pick for %s, picking at random: %s", model, e)
             self.picks_by_fallback += 1
@@ -148,10 +135,8 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         return self.rng.choice(deployments) if deployments else None
 
     async def _describe_new(self, group: str, by_agent: dict[str, Any]) -> None:
-        new = [a for a in by_agent if a not in self.group_of]
-        for agent in new:
-            d = by_agent[agent]
-            params = d["litellm_params"]
+        for agent in [a for a in by_agent if a not in self.group_of]:
+            params = by_agent[agent]["litellm_params"]
             limit = self.max_concurrency or params.get("max_parallel_requests")
             await self.client.describe(
                 agent,
@@ -159,22 +144,6 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
                 labels={"source": "litellm", "model_group": group[:256]},
             )
             self.group_of[agent] = group
-        if new:
-            await self.client.register(
-                [self._signal(a, "AVAILABILITY", 1.0, self.signal_ttl_s) for a in new]
-            )
-
-    async def _half_open(self, agents: list[str]) -> None:
-        """Deployments whose cool-down ended are offered traffic again."""
-        now = time.monotonic()
-        due = [a for a in agents if a in self.open_until and self.open_until[a] <= now]
-        if not due:
-            return
-        for a in due:
-            del self.open_until[a]
-        await self.client.register(
-            [self._signal(a, "AVAILABILITY", 1.0, self.cooldown_s) for a in due]
-        )
 
     # ------------------------------------------------------------------ outcomes
     def _agent(self, kwargs: dict[str, Any]) -> str | None:
@@ -187,57 +156,25 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         seconds = took.total_seconds() if isinstance(took, timedelta) else float(took)
         return seconds if seconds >= 0 else None
 
-    def _signal(self, agent: str, kind: str, value: float, ttl_s: float) -> dict[str, Any]:
-        return {"agent_id": agent, "signal_type": kind, "value": value, "ttl_s": ttl_s}
-
     async def async_log_success_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: datetime, end_time: datetime
     ) -> None:
-        agent = self._agent(kwargs)
-        if agent is None:
-            return
-        took_s = self._seconds(start_time, end_time)
-        self.failures.pop(agent, None)
-        self.open_until.pop(agent, None)
-        signals = [self._signal(agent, "AVAILABILITY", 1.0, self.signal_ttl_s)]
-        if took_s is not None:
-            old = self.latency_s.get(agent)
-            self.latency_s[agent] = (
-                took_s if old is None else old + LATENCY_EWMA_ALPHA * (took_s - old)
-            )
-            group = self.group_of.get(agent)
-            peers = [v for a, v in self.latency_s.items() if self.group_of.get(a) == group]
-            own_s = self.latency_s[agent] + self.latency_floor_s
-            mean_s = sum(peers) / len(peers) + self.latency_floor_s
-            signals.append(
-                self._signal(agent, "LATENCY", own_s / (own_s + mean_s), self.signal_ttl_s)
-            )
-        await self._report(agent, True, took_s, signals)
+        await self._report(kwargs, True, start_time, end_time)
 
     async def async_log_failure_event(
         self, kwargs: dict[str, Any], response_obj: Any, start_time: datetime, end_time: datetime
     ) -> None:
+        await self._report(kwargs, False, start_time, end_time)
+
+    async def _report(self, kwargs: dict[str, Any], ok: bool, start: Any, end: Any) -> None:
         agent = self._agent(kwargs)
         if agent is None:
             return
-        took_s = self._seconds(start_time, end_time)
-        now = time.monotonic()
-        if self.open_until.get(agent, 0.0) > now:
-            # Sent before the circuit opened: the same outage, not a failed retry.
-            await self._report(agent, False, took_s, [])
-            return
-        n = self.failures[agent] = self.failures.get(agent, 0) + 1
-        cooldown_s = min(self.max_cooldown_s, self.cooldown_s * 2 ** (n - 1))
-        self.open_until[agent] = now + cooldown_s
-        signals = [self._signal(agent, "AVAILABILITY", 0.0, cooldown_s)]
-        await self._report(agent, False, took_s, signals)
-
-    async def _report(
-        self, agent: str, ok: bool, took_s: float | None, signals: list[dict[str, Any]]
-    ) -> None:
+        call_id = kwargs.get("litellm_call_id")
+        assignment_id = self.assignment_of.pop(str(call_id), None) if call_id else None
         try:
-            await self.client.complete(agent, ok=ok, duration_s=took_s)
-            if signals:
-                await self.client.register(signals)
+            await self.client.complete(
+                agent, assignment_id, ok=ok, duration_s=self._seconds(start, end)
+            )
         except Exception as e:  # an outcome lost is soft state; the next one corrects it
             log.warning("Ripple did not take the outcome of %s: %s", agent, e)

@@ -18,10 +18,12 @@ How it maps onto Ripple:
   replica's mean time per request, relative to the slowest replica), records the requests
   sent and finished since the last refresh as Ripple assignments and completions (one call
   per shard, ``report_tasks``), and fetches every replica's score;
-- ``choose_replicas`` never waits on Ripple: it ranks the candidates by the cached score
-  less the load of the requests this router sent since that score was computed, and picks
-  like Ripple's ``balanced`` strategy (at random among the replicas within
-  ``tolerance`` of the best; the rest follow in score order);
+- ``choose_replicas`` never waits on Ripple: it ranks the candidates by the cached
+  ``predicted_s`` (Ripple's prediction, in seconds, of one more request there, from the
+  completions it measured), grown by the requests this router sent since (the cached score
+  less their load when Ripple has no prediction), passes over replicas Ripple ejected
+  (unless all are), and picks like Ripple's ``balanced`` strategy (at random among the
+  replicas within ``tolerance`` of the best; the rest follow in rank order);
 - while Ripple cannot be reached (no score yet, or none newer than ``stale_after_s``), or a
   candidate has no score yet, it routes like Serve's default power-of-two router.
 
@@ -85,6 +87,8 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
         self.completed: list[tuple[str, bool, float | None]] = []
         self.described: set[ReplicaID] = set()
         self.scores: dict[ReplicaID, float] = {}
+        self.predicted_s: dict[ReplicaID, float] = {}
+        self.health: dict[ReplicaID, str] = {}
         self.inflight_at_score: dict[ReplicaID, int] = {}
         self.scored_at = -float("inf")
         self.refresher: asyncio.Task[None] | None = None
@@ -112,6 +116,7 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
             self.routed_by_fallback += 1
             return await super().choose_replicas(candidate_replicas, pending_request)
         now_scores = []
+        ejected = []
         for r in candidate_replicas:
             rid = r.replica_id
             cached = self.scores.get(rid)
@@ -119,13 +124,27 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
                 self.routed_by_fallback += 1
                 return await super().choose_replicas(candidate_replicas, pending_request)
             sent_since = self.inflight[rid] - self.inflight_at_score.get(rid, 0)
-            now_scores.append(cached - self.load_weight * sent_since / r.max_ongoing_requests)
+            now_scores.append(self._rank(rid, cached, sent_since / r.max_ongoing_requests))
+            ejected.append(self.health.get(rid, "healthy") == "ejected")
         scores = np.array(now_scores)
+        if any(ejected) and not all(ejected):
+            # Ejected by Ripple (it failed too often, seen by every router): last resort.
+            scores[np.array(ejected)] = -np.inf
         order = np.lexsort((self.rng.random(len(scores)), -scores))
         picks = balanced_picks(scores, order, len(scores), self.tolerance, self.rng)
         self.routed_by_ripple += 1
         # One replica per rank: Serve tries them in turn when the first one is full.
         return [[candidate_replicas[i]] for i in picks.tolist()]
+
+    def _rank(self, rid: ReplicaID, score: float, sent_share: float) -> float:
+        """Higher first. With Ripple's ``predicted_s`` (a time: what it predicts one more
+        request there takes, measured from completions), ``-log`` of it, grown by the
+        share of the replica's slots this router filled since; else the score less that
+        share of the load weight."""
+        predicted = self.predicted_s.get(rid)
+        if predicted is not None and predicted > 0:
+            return -float(np.log(predicted * (1.0 + sent_share)))
+        return score - self.load_weight * sent_share
 
     def on_send_request(self, replica_id: ReplicaID) -> None:
         super().on_send_request(replica_id)
@@ -148,6 +167,8 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
         self.scores.pop(replica_id, None)
+        self.predicted_s.pop(replica_id, None)
+        self.health.pop(replica_id, None)
         self.inflight.pop(replica_id, None)
         self.latency_s.pop(replica_id, None)
 
@@ -223,6 +244,9 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
             return
         got = await client.scores([self.agent_id(rid) for rid in replicas], self.weights)
         by_agent = {self.agent_id(rid): rid for rid in replicas}
-        self.scores = {by_agent[a]: s.score for a, s in got.scores.items() if a in by_agent}
+        mine = {by_agent[a]: s for a, s in got.scores.items() if a in by_agent}
+        self.scores = {rid: s.score for rid, s in mine.items()}
+        self.predicted_s = {rid: s.predicted_s for rid, s in mine.items() if s.predicted_s}
+        self.health = {rid: s.health for rid, s in mine.items()}
         self.inflight_at_score = inflight_at
         self.scored_at = time.monotonic()

@@ -82,6 +82,48 @@ class ShardConfig(BaseModel):
     trend_noise_floor: float = Field(
         0.02, ge=0.0, le=1.0, description="least residual noise assumed"
     )
+    # What outcomes teach (DESIGN §4): health, speed and measured quality per agent.
+    eject_after_failures: int = Field(
+        5, ge=1, le=1_000, description="consecutive failures that eject an agent"
+    )
+    eject_min_outcomes: int = Field(
+        20, ge=1, le=100_000, description="outcomes before a low success rate can eject"
+    )
+    eject_success_gap: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="eject an agent whose success rate is this far below its shard's",
+    )
+    ejection_base_s: float = Field(
+        10.0, gt=0.0, le=86_400.0, description="first ejection; doubles on each repeat"
+    )
+    ejection_max_s: float = Field(300.0, gt=0.0, le=86_400.0, description="longest ejection")
+    max_ejected_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="most of a shard's agents ejected at once"
+    )
+    probe_tasks: int = Field(
+        1, ge=1, le=1_000, description="tasks a probing agent runs at once after an ejection"
+    )
+    outcome_memory: int = Field(
+        50, ge=1, le=100_000, description="recent outcomes a success rate and a speed weigh"
+    )
+    quality_prior_outcomes: float = Field(
+        10.0,
+        ge=0.0,
+        le=100_000.0,
+        description="outcomes the reported QUALITY counts as, against the measured rate",
+    )
+    preference_price: float = Field(
+        0.5,
+        ge=0.0,
+        le=100.0,
+        description="balanced: how much slower (as a fraction of predicted_s) the most "
+        "preferred agent may be than the least and still win",
+    )
+    default_service_s: float = Field(
+        1.0, gt=0.0, le=86_400.0, description="task time assumed before any completion"
+    )
     initial_capacity: int = Field(1024, ge=1, description="agent rows allocated up front")
     max_queued_signals: int = Field(
         200_000, ge=1, description="signals a shard queues for ingest before it answers 503"

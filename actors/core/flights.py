@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 class Assignment:
     made_at_s: float
     expires_at_s: float
+    ahead: int = -1  # tasks open on the agent when this one was assigned (-1: unknown)
+    overdue: bool = False  # past its time, but not known lost (``InFlight._lost``)
 
 
 @dataclass
@@ -27,9 +29,14 @@ class Flight:
     assigned_since: int = 0
     done_since: int = 0
     reports_completions: bool = False
+    # When the latest-assigned task reported done was assigned: an overdue task assigned
+    # before it is lost, not still running (its callers report completions).
+    last_done_made_s: float = -math.inf
 
 
 @dataclass
 class Released:
     released: bool
     assignment_id: str | None = None
+    seen_s: float | None = None  # assignment to completion (None: the task was not open)
+    ahead: int = -1  # tasks open when it was assigned

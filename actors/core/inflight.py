@@ -57,6 +57,10 @@ class InFlight:
         # completions), so the estimate also falls between reports instead of only rising.
         table.register("report_at", (), np.float64, -np.inf)
         table.register("report_load", (), np.float64, np.nan)
+        # Every open task, and whether the agent's callers report completions: then the
+        # open tasks are a measurement of what it holds, whatever its LOAD says.
+        table.register("open_n", (), np.int32, 0)
+        table.register("completes", (), np.bool_, 0)
         table.on_remove(self._forget)
 
     def _sync(self, agent_id: str, row: int) -> None:
@@ -66,6 +70,7 @@ class InFlight:
         if fl is None:
             t["fresh"][row], t["done_since"][row], t["next_exp"][row] = 0, 0, np.inf
             t["report_at"][row] = -np.inf
+            t["open_n"][row], t["completes"][row] = 0, False
             return
         fresh = [a.expires_at_s for a in fl.open.values() if a.made_at_s >= fl.report_ts]
         t["report_at"][row] = -np.inf if fl.reports_completions else fl.report_ts
@@ -73,6 +78,7 @@ class InFlight:
         t["fresh"][row] = len(fresh)
         t["done_since"][row] = fl.completed_since
         t["next_exp"][row] = min(fresh, default=np.inf)
+        t["open_n"][row], t["completes"][row] = len(fl.open), fl.reports_completions
 
     def _forget(self, removed: list[str], _moved: dict[int, int]) -> None:
         for a in removed:
@@ -124,10 +130,12 @@ class InFlight:
             self.expired_total += 1
             self._sync(agent_id, row)
         aid = next(self._ids) if aid is None else aid
-        task = fl.open[aid] = Assignment(now, now + self.rates.task_ttl_s(row))
+        ttl_s = self.rates.task_ttl_s(row, fl.reports_completions)
+        task = fl.open[aid] = Assignment(now, now + ttl_s, len(fl.open))
         fl.assigned_since += 1
         self.open_total += 1
         t = self.table.arrays
+        t["open_n"][row] += 1
         if new:
             self._sync(agent_id, row)
         elif task.made_at_s >= fl.report_ts:  # the usual case: one more fresh task
@@ -165,8 +173,15 @@ class InFlight:
         self.open_total -= 1
         if task.made_at_s < fl.report_ts:
             fl.completed_since += 1
+        fl.last_done_made_s = max(fl.last_done_made_s, task.made_at_s)
+        # Overdue tasks this one overtook were lost, not slow.
+        lost = [a for a, o in fl.open.items() if o.overdue and o.made_at_s < task.made_at_s]
+        for a in lost:
+            del fl.open[a]
+        self.open_total -= len(lost)
+        self.expired_total += len(lost)
         self._sync(agent_id, row)
-        return Released(True, assignment_id)
+        return Released(True, assignment_id, seen_s, task.ahead)
 
     def on_load(self, rows: np.ndarray, values: np.ndarray, ts: np.ndarray) -> None:
         """New LOAD reports measured at ``ts``: absorb the tasks assigned by then, and
@@ -205,11 +220,31 @@ class InFlight:
         # An expired task that the last report already counted stays in that report until
         # the next one: not hearing back is no evidence that it finished.
         gone = [aid for aid, a in fl.open.items() if a.expires_at_s <= now]
+        row = self.table.index[agent_id]
+        if fl.reports_completions and gone:
+            gone = self._lost(fl, row, gone, now)
         for aid in gone:
             del fl.open[aid]
         self.open_total -= len(gone)
         self.expired_total += len(gone)
-        self._sync(agent_id, self.table.index[agent_id])
+        self._sync(agent_id, row)
+
+    def _lost(self, fl: Flight, row: int, overdue: list[str], now: float) -> list[str]:
+        """Of the overdue tasks of an agent whose callers report completions, those lost:
+        a task assigned after it has been reported done, or it has run for the longest a
+        task may (``assignment_ttl_s``). The others are still running (a long tail, not a
+        lost report): they count on, and are looked at again a service time later."""
+        cap = self.rates.assignment_ttl_s
+        lost = []
+        for aid in overdue:
+            task = fl.open[aid]
+            if task.made_at_s < fl.last_done_made_s or now >= task.made_at_s + cap:
+                lost.append(aid)
+            else:
+                again = now + self.rates.time_in_system_s(row)
+                task.expires_at_s = min(task.made_at_s + cap, again)
+                task.overdue = True
+        return lost
 
     def expire(self, now: float) -> int:
         """Drop tasks past their time; linear in the open records."""
@@ -266,6 +301,29 @@ class InFlight:
         keep = d != 0.0
         return rows[keep], d[keep]
 
+    def tasks(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Estimated tasks each row holds: its live LOAD report plus the tasks since, in
+        tasks (``unit``); for an agent whose callers report completions, never fewer than
+        the tasks open on it: a stuck or lying LOAD report is overruled by what is
+        measured."""
+        t = self.table.arrays
+        live = t["exp"][LOAD_CODE, rows] > now
+        load = np.where(live, t["val"][LOAD_CODE, rows], 0.0)
+        d = self.deltas(rows, now)
+        if d is not None:
+            load += d
+        tasks: np.ndarray = np.maximum(load, 0.0) / t["unit_eff"][rows]
+        if self.flights:
+            measured = np.where(t["completes"][rows], t["open_n"][rows], 0)
+            np.maximum(tasks, measured, out=tasks)
+        return tasks
+
+    def measured_rows(self) -> np.ndarray:
+        """Rows whose open tasks are a measurement (their callers report completions)."""
+        n = self.table.n
+        t = self.table.arrays
+        return np.flatnonzero(t["completes"][:n] & (t["open_n"][:n] > 0))
+
     def open_count(self, agent_id: str, now: float) -> int:
         fl = self.flights.get(agent_id)
         return 0 if fl is None else sum(1 for a in fl.open.values() if a.expires_at_s > now)
@@ -287,19 +345,25 @@ class InFlight:
                 fl.assigned_since,
                 fl.done_since,
                 fl.reports_completions,
-                [[aid, t.made_at_s, t.expires_at_s] for aid, t in fl.open.items()],
+                [[aid, t.made_at_s, t.expires_at_s, t.ahead] for aid, t in fl.open.items()],
+                fl.last_done_made_s,
             ]
             for a, fl in self.flights.items()
         ]
 
     def load_records(self, records: list[list[Any]]) -> None:
         self.rates.after_restore(self.table.n)
-        for a, rts, rv, completed, assigned, done, reports, open_ in records:
+        for a, rts, rv, completed, assigned, done, reports, open_, *rest in records:
             fl = Flight(report_ts=float(rts), report_value=float(rv))
             fl.completed_since, fl.assigned_since = int(completed), int(assigned)
             fl.done_since, fl.reports_completions = int(done), bool(reports)
-            for aid, made, exp in open_:
-                fl.open[str(aid)] = Assignment(float(made), float(exp))
+            # Records of an older snapshot lack the last two fields (tasks ahead, the
+            # latest done task): unknown, as for a task assigned before they were kept.
+            fl.last_done_made_s = float(rest[0]) if rest else -math.inf
+            for aid, made, exp, *ahead in open_:
+                fl.open[str(aid)] = Assignment(
+                    float(made), float(exp), int(ahead[0]) if ahead else -1
+                )
             self.flights[str(a)] = fl
             self.open_total += len(fl.open)
             self._sync(str(a), self.table.index[str(a)])

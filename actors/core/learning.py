@@ -29,6 +29,10 @@ _MIN_DRAIN_SPAN_S = 0.2
 # before it bounds a task: a slow task is far more likely than a lost one.
 _MIN_TASK_S = 0.05
 _SERVICE_STRETCH = 3.0
+# When callers report completions, a task is looked at only this many times its mean time
+# in the system (exponential service: e^-8, 0.03% of tasks still run then), and even then
+# expires only if a task assigned after it has completed (``InFlight._lost``).
+_REPORTED_STRETCH = 8.0
 UNIT_BOUNDS = (1e-4, 1.0)
 
 
@@ -76,7 +80,7 @@ class Rates:
             self._set_unit(row)
 
     # ------------------------------------------------------------------ time
-    def task_ttl_s(self, row: int) -> float:
+    def task_ttl_s(self, row: int, completions_reported: bool = False) -> float:
         """How long an uncompleted task counts: a few learned service times, but never
         less than two report intervals (a report, not a guess, should retire it), and
         never more than ``assignment_ttl_s``."""
@@ -85,7 +89,13 @@ class Rates:
             return self.assignment_ttl_s
         every = self.table["report_every_s"][row]
         floor = max(_MIN_TASK_S, 2.0 * every) if every > 0 else _MIN_TASK_S
-        return float(min(self.assignment_ttl_s, max(floor, _SERVICE_STRETCH * svc)))
+        stretch = _REPORTED_STRETCH if completions_reported else _SERVICE_STRETCH
+        return float(min(self.assignment_ttl_s, max(floor, stretch * svc)))
+
+    def time_in_system_s(self, row: int) -> float:
+        """The learned mean time from assignment to completion (a floor when unknown)."""
+        svc = self.table["service_s"][row]
+        return float(svc) if svc > _MIN_TASK_S else _MIN_TASK_S
 
     def learn_service(self, row: int, seconds: float, *, from_durations: bool) -> None:
         svc = self.table["service_s"]

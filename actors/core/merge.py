@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.core.health import HEALTH_STATES
 from actors.core.models import DIMENSIONS, SelectedAgent, SelectRequest, SelectResult
 
 
@@ -28,12 +29,20 @@ class Partial:
     considered: int  # candidates scored after exclude / require_signals
     eligible: int  # candidates also passing min_score (the population p2c samples from)
     max_signal_age_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # The order key (higher first): the score, or for balanced and deadlines a rank in
+    # time (``selection``); the predicted completion time and health code of each.
+    ranks: np.ndarray = field(default_factory=lambda: np.empty(0))
+    predicted_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    health: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
 
     @classmethod
     def empty(cls) -> Partial:
         return cls(
             [], np.empty(0), np.empty(0), np.empty((0, len(DIMENSIONS))), np.empty(0, bool), 0, 0
         )
+
+    def order_keys(self) -> np.ndarray:
+        return self.ranks if len(self.ranks) == len(self.scores) else self.scores
 
 
 def top_order(
@@ -80,7 +89,18 @@ def concat(parts: list[Partial]) -> Partial:
         considered=sum(p.considered for p in parts),
         eligible=sum(p.eligible for p in parts),
         max_signal_age_s=np.concatenate([p.max_signal_age_s for p in parts]),
+        ranks=np.concatenate([p.order_keys() for p in parts]),
+        predicted_s=np.concatenate([_or_nan(p.predicted_s, len(p.scores)) for p in parts]),
+        health=np.concatenate([_or_healthy(p.health, len(p.scores)) for p in parts]),
     )
+
+
+def _or_nan(a: np.ndarray, n: int) -> np.ndarray:
+    return a if len(a) == n else np.full(n, np.nan)
+
+
+def _or_healthy(a: np.ndarray, n: int) -> np.ndarray:
+    return a if len(a) == n else np.zeros(n, np.int8)
 
 
 def _interleave_samples(
@@ -135,10 +155,10 @@ def _p2c_winners(
             taken = set(chosen)
             rest = np.array([i for i in seq if i not in taken], np.int64)
             group = rest[rng.permutation(len(rest))[:d]]
-        sc = merged.scores[group]
+        sc = merged.ranks[group]
         chosen.append(int(rng.choice(group[sc == sc.max()])))
     idx = np.array(chosen, dtype=np.int64)
-    return idx[merge_order(merged.scores[idx], merged.keys[idx])]
+    return idx[merge_order(merged.ranks[idx], merged.keys[idx])]
 
 
 def balanced_picks(
@@ -171,23 +191,24 @@ def merge_partials(
     """Turn shard partials into the final answer (also used by a lone shard)."""
     k = request.k
     merged = concat(parts)
+    merged.ranks = merged.order_keys()
+    ranks = merged.ranks
     if request.strategy == "p2c":
         idx = _p2c_winners(merged, parts, k, request.p2c_choices, rng)
     else:
         # A lone partial is already in (score, key) order; only a real merge needs a sort.
-        order = (
-            merge_order(merged.scores, merged.keys)
-            if len(parts) > 1
-            else np.arange(len(merged.scores))
-        )
+        order = merge_order(ranks, merged.keys) if len(parts) > 1 else np.arange(len(ranks))
         if request.strategy == "best":
             idx = order[:k]
         elif request.strategy == "balanced":
-            idx = balanced_picks(merged.scores, order, k, request.balanced_tolerance, rng)
+            idx = balanced_picks(ranks, order, k, request.balanced_tolerance, rng)
         else:  # weighted: sample k from the global top pool, proportional to score
             pool = order[: max(k, request.weighted_pool)]
             idx = pool[weighted_sample(merged.scores[pool], k, rng)]
             idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
+    predicted = _or_nan(merged.predicted_s, len(merged.scores))
+    health = _or_healthy(merged.health, len(merged.scores))
+    deadline = request.deadline_s
     selected = [
         SelectedAgent.model_construct(
             agent_id=merged.agent_ids[i],
@@ -195,6 +216,9 @@ def merge_partials(
             scores=dict(zip(DIMENSIONS, merged.dims[i].tolist(), strict=True)),
             known=bool(merged.known[i]),
             assignment_id=None,
+            predicted_s=None if np.isnan(predicted[i]) else float(predicted[i]),
+            health=HEALTH_STATES[int(health[i])],
+            deadline_at_risk=None if deadline is None else bool(predicted[i] > deadline),
         )
         for i in idx.tolist()
     ]
@@ -220,6 +244,9 @@ def merge_partials(
         0,
         0,
         ages,
+        ranks[idx],
+        predicted[idx],
+        health[idx],
     )
 
 

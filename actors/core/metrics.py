@@ -141,6 +141,11 @@ class Counters:
     selections_degraded_total: int = field(
         default=0, metadata=_COUNT_FIELD
     )  # answered without every shard
+    # Agents ejected for failing (DESIGN §4), and the agents in each health state now.
+    ejections_total: int = field(default=0, metadata=_COUNT_FIELD)
+    agents_healthy: int = field(default=0, metadata=_GAUGE_FIELD)
+    agents_ejected: int = field(default=0, metadata=_GAUGE_FIELD)
+    agents_probing: int = field(default=0, metadata=_GAUGE_FIELD)
     agents: int = field(default=0, metadata=_GAUGE_FIELD)
     live_signals: int = field(default=0, metadata=_GAUGE_FIELD)
     in_flight: int = field(default=0, metadata=_GAUGE_FIELD)
@@ -181,10 +186,21 @@ class Counters:
         scan holds this object, so it is updated, not swapped)."""
         self.__dict__.update(other.__dict__)
 
-    def with_gauges(self, agents: int, live_signals: int, in_flight: int, expired: int) -> Counters:
+    def with_gauges(
+        self,
+        agents: int,
+        live_signals: int,
+        in_flight: int,
+        expired: int,
+        health: dict[str, int] | None = None,
+    ) -> Counters:
         """These counters with the shard's gauges as of now (read at each scrape)."""
         self.agents, self.live_signals, self.in_flight = agents, live_signals, in_flight
         self.assignments_expired = expired
+        health = health or {}
+        self.agents_healthy = health.get("healthy", 0)
+        self.agents_ejected = health.get("ejected", 0)
+        self.agents_probing = health.get("probing", 0)
         return self
 
     # ---------------------------------------------------------- recording, in one place
@@ -217,6 +233,9 @@ class Counters:
     def record_rejected(self, reason: str, signals: int) -> None:
         """Signals refused whole before validation (back-pressure, storage)."""
         self.count(self.rejected_total, reason, signals)
+
+    def record_ejection(self) -> None:
+        self.ejections_total += 1
 
     def record_completion(self, ok: bool) -> None:
         self.count(self.completed_total, "ok" if ok else "failed")

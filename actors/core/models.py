@@ -81,6 +81,9 @@ DIMENSIONS: tuple[str, ...] = tuple(t.value.lower() for t in SIGNAL_TYPES)
 NUM_DIMENSIONS = len(SIGNAL_TYPES)
 TYPE_CODE: dict[str, int] = {t.value: i for i, t in enumerate(SIGNAL_TYPES)}
 LOAD_CODE = TYPE_CODE["LOAD"]
+CAPACITY_CODE = TYPE_CODE["CAPACITY"]
+QUALITY_CODE = TYPE_CODE["QUALITY"]
+LATENCY_CODE = TYPE_CODE["LATENCY"]
 # LOAD, COST and LATENCY are "lower is better": their score is 1 - value.
 INVERTED = np.array([t in ("LOAD", "COST", "LATENCY") for t in TYPE_CODE], dtype=bool)
 
@@ -295,8 +298,26 @@ class SelectRequest(BaseModel):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="balanced picks at random among agents this close to the best score",
+        description="balanced picks at random among agents whose cost (predicted_s priced "
+        "by preference) is within this fraction of the best",
     )
+    deadline_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=86_400.0,
+        allow_inf_nan=False,
+        description="among agents predicted to finish one more task within this, the most "
+        "preferred; when none can, the soonest (deadline_at_risk)",
+    )
+
+    @model_validator(mode="after")
+    def _deadline_needs_a_ranking(self) -> SelectRequest:
+        if self.deadline_s is not None and self.strategy == "weighted":
+            raise ValueError(
+                "deadline_s ranks agents by predicted time; the weighted strategy samples "
+                "by score: use balanced, best or p2c"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -26,6 +26,12 @@ from actors.core.models import DIMENSIONS
 from actors.core.table import AgentTable
 
 SNAPSHOT_VERSION = 3
+# Per-row arrays added after version 3 was first written (what outcomes teach, and the
+# in-flight mirrors rebuilt from the records): a snapshot without them still loads.
+ADDED_ARRAYS = frozenset(
+    {"ok_rate", "outcomes", "fail_run", "health", "ejected_until", "ejections"}
+    | {"work_s", "work_n", "parallel", "par_num", "par_den", "open_n", "completes"}
+)
 _META = "__meta__"
 
 
@@ -222,7 +228,12 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
             raise _bad("ids", "duplicate agent ids")
         n = len(ids)
         arrays: dict[str, np.ndarray] = {}
+        members = set(z.namelist())
         for name, spec in table.specs.items():
+            if name in ADDED_ARRAYS and f"{name}.npy" not in members:
+                # Written before this figure was kept: every agent starts it afresh.
+                arrays[name] = np.full((*spec.lead, n), spec.fill, spec.dtype)
+                continue
             arr = _member(z, name, (*spec.lead, n))
             if not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                 raise _bad(name, f"dtype {arr.dtype}, expected {spec.dtype}")
@@ -230,7 +241,7 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
         inflight, labels = meta.get("inflight", []), meta.get("labels", {})
         known = set(ids)
         if not isinstance(inflight, list) or not all(
-            isinstance(r, list) and len(r) == 8 and r[0] in known for r in inflight
+            isinstance(r, list) and len(r) in (8, 9) and r[0] in known for r in inflight
         ):
             raise _bad("inflight", "malformed in-flight records")
         if not isinstance(labels, dict) or not all(

@@ -14,16 +14,26 @@ Strategy = Literal["balanced", "best", "p2c", "weighted"]
 STRATEGIES: tuple[str, ...] = ("balanced", "best", "p2c", "weighted")
 
 
+Health = Literal["healthy", "ejected", "probing"]
+
+
 class AgentScore(BaseModel):
     score: float
     scores: dict[str, float]
     known: bool
+    predicted_s: float | None = Field(
+        None, description="predicted completion time of one more task on this agent"
+    )
+    health: Health = Field("healthy", description="as measured from outcomes")
 
 
 class SelectedAgent(AgentScore):
     agent_id: str
     assignment_id: str | None = Field(
         None, description="the in-flight task recorded on this agent; pass it to complete"
+    )
+    deadline_at_risk: bool | None = Field(
+        None, description="with deadline_s: predicted_s exceeds it (no agent could meet it)"
     )
 
 
@@ -90,6 +100,16 @@ class AgentView(BaseModel):
     service_time_s: float | None = Field(None, description="learned time per task")
     max_concurrency: int | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    health: Health = Field("healthy", description="healthy, ejected or probing (outcomes)")
+    success_rate: float | None = Field(None, description="recency-weighted, from outcomes")
+    outcomes: int = Field(0, description="outcomes the success rate weighs")
+    ejected_for_s: float | None = Field(None, description="until the ejection ends")
+    ejections: int = Field(0, description="ejections in the current back-off")
+    work_s: float | None = Field(None, description="learned time one task takes")
+    parallelism: float | None = Field(None, description="tasks it runs at once, learned")
+    predicted_s: float | None = Field(
+        None, description="predicted completion time of one more task"
+    )
 
 
 class CompleteResult(BaseModel):

@@ -1,32 +1,71 @@
 """One shard's side of a selection: score the candidates, return enough for an exact merge.
 
 The load dimension here is the *estimated* current load (``inflight``: the last report
-plus the tasks assigned since, minus those completed since), so every path that scores an
-agent (selection, ``scores``, the agent view) sees the same number.
+plus the tasks assigned since, minus those completed since; never below the tasks open on
+an agent whose callers report completions), and the quality dimension is the measured
+success rate weighed against the reported QUALITY (``health``), so every path that scores
+an agent (selection, ``scores``, the agent view) sees the same numbers.
+
+Ranking (DESIGN §4, "Decisions in time units"): ``best``, ``p2c`` and ``weighted`` rank by
+the weighted score. ``balanced`` ranks by a cost in seconds,
+
+    cost = predicted_s / success x (1 + preference_price x (1 - preference))
+
+that is, seconds per *successful* task (``success``: the measured success rate against an
+optimistic prior, ``health``), priced by ``preference``, the weighted mean of every
+dimension but load (load is what ``predicted_s`` measures, in seconds): the most
+preferred agent (1) wins over the least (0) only while its predicted time is within
+``1 + preference_price`` times the other's, so a preference never becomes an unbounded
+queue. The rank is ``-log(cost)``, so the
+balanced tolerance is a fraction of the cost. With ``deadline_s`` (balanced, best, p2c),
+agents predicted within it rank first, by preference; the rest after, soonest first.
+
+Health: ejected agents, and probing agents whose probes are running, are passed over,
+unless that leaves none of this shard's candidates (a panic: all are considered).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from actors.core.config import ShardConfig
+from actors.core.health import Health
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, shard_fetch_size, top_order
 from actors.core.metadata import Labels
-from actors.core.models import LOAD_CODE, NUM_DIMENSIONS, SelectRequest
+from actors.core.models import (
+    CAPACITY_CODE,
+    LATENCY_CODE,
+    LOAD_CODE,
+    NUM_DIMENSIONS,
+    QUALITY_CODE,
+    SelectRequest,
+)
 from actors.core.signals import LiveSignals
+from actors.core.speed import Speed
 from actors.core.table import AgentTable
 
 
 class Scorer:
-    """Effective dimension scores and routing scores, in-flight tasks applied."""
+    """Effective dimension scores, routing scores and predicted times."""
 
     def __init__(
-        self, table: AgentTable, signals: LiveSignals, inflight: InFlight, labels: Labels
+        self,
+        table: AgentTable,
+        signals: LiveSignals,
+        inflight: InFlight,
+        labels: Labels,
+        health: Health,
+        speed: Speed,
+        cfg: ShardConfig,
     ) -> None:
         self.table = table
         self.signals = signals
         self.inflight = inflight
         self.labels = labels
+        self.health = health
+        self.speed = speed
+        self.price = cfg.preference_price
 
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
         t = self.signals.dims(rows, now)
@@ -35,6 +74,10 @@ class Scorer:
             # Tasks since the report are known for sure: they shift the (decayed) load
             # score undecayed. Clipped so the dimension stays a score in [0, 1].
             np.clip(t[LOAD_CODE] - delta, 0.0, 1.0, out=t[LOAD_CODE])
+            a = self.table.arrays
+            held = np.where(a["completes"][rows], a["open_n"][rows], 0) * a["unit_eff"][rows]
+            np.minimum(t[LOAD_CODE], np.maximum(1.0 - held, 0.0), out=t[LOAD_CODE])
+        t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE])
         return t
 
     def known_dims(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
@@ -48,17 +91,109 @@ class Scorer:
         return known, dims
 
     def all_scores(self, w: np.ndarray, now: float) -> np.ndarray:
+        """Routing score of every row: one pass over the weighted live signals, then the
+        rows whose estimate or measured quality differs from their reports, rescored."""
         scores = self.signals.all_scores(w, now)
         rows, _ = self.inflight.with_deltas(now)
+        extra = []
+        if w[LOAD_CODE] > 0:
+            extra.append(self.inflight.measured_rows())
+        if w[QUALITY_CODE] > 0:
+            extra.append(np.flatnonzero(self.table["outcomes"][: self.table.n] > 0))
+        if extra:
+            rows = np.union1d(rows, np.concatenate(extra)).astype(np.int64)
         if len(rows):
             scores[rows] = w @ self.dims(rows, now)
         return scores
 
+    def predicted(self, rows: np.ndarray, dims: np.ndarray, now: float) -> np.ndarray:
+        """``predicted_s`` of rows from ``lookup`` (unknown ones: the shard's prior)."""
+        known = rows >= 0
+        speed = self.speed.speed_scores(dims)
+        if known.all():
+            return self.speed.predicted_s(rows, self.inflight.tasks(rows, now), speed)
+        out = self.speed.median_work_s() * 0.5 / np.maximum(speed, 0.05)
+        k = rows[known]
+        if len(k):
+            out[known] = self.speed.predicted_s(k, self.inflight.tasks(k, now), speed[known])
+        return out
 
-def partial_select(
-    scorer: Scorer, req: SelectRequest, w: np.ndarray, now: float, rng: np.random.Generator
-) -> Partial:
-    """This shard's candidates for a selection, enough for an exact global merge."""
+    def blocked(self, rows: np.ndarray, now: float) -> np.ndarray | None:
+        """Rows (from ``lookup``) the health states pass over; None: none."""
+        known = rows >= 0
+        k = rows[known]
+        if not len(k):
+            return None
+        b = self.health.blocked(k, self.table["open_n"][k], now)
+        if b is None or not b.any():
+            return None
+        out = np.zeros(len(rows), bool)
+        out[known] = b
+        return out
+
+    def health_of(self, rows: np.ndarray, now: float) -> np.ndarray:
+        out = np.zeros(len(rows), np.int8)
+        known = rows >= 0
+        if known.any():
+            out[known] = self.health.states(rows[known], now)
+        return out
+
+    def preference(self, rows: np.ndarray, dims: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Weighted mean of every dimension but load (0.5 when only load is weighted).
+        CAPACITY and LATENCY are what an agent says of its speed: as completions measure
+        the speed (in ``predicted_s``), their weight here fades, so a speed is not
+        counted twice and a claim does not outweigh the measurement."""
+        wp = w.copy()
+        wp[LOAD_CODE] = 0.0
+        if wp.sum() <= 0:
+            return np.full(dims.shape[1], 0.5)
+        ww = np.repeat(wp[:, None], dims.shape[1], axis=1)
+        if wp[CAPACITY_CODE] > 0 or wp[LATENCY_CODE] > 0:
+            fade = np.ones(len(rows))
+            known = rows >= 0
+            fade[known] = 1.0 - self.speed.measured_share(rows[known])
+            ww[CAPACITY_CODE] *= fade
+            ww[LATENCY_CODE] *= fade
+        total = ww.sum(axis=0)
+        out: np.ndarray = np.where(
+            total > 0, (ww * dims).sum(axis=0) / np.maximum(total, 1e-12), 0.5
+        )
+        return out
+
+    def success(self, rows: np.ndarray) -> np.ndarray:
+        out = np.ones(len(rows))
+        known = rows >= 0
+        if known.any():
+            out[known] = self.health.success(rows[known])
+        return out
+
+    def ranks(
+        self,
+        req: SelectRequest,
+        rows: np.ndarray,
+        dims: np.ndarray,
+        w: np.ndarray,
+        predicted: np.ndarray,
+    ) -> np.ndarray:
+        pref = self.preference(rows, dims, w)
+        success = self.success(rows)
+        if req.deadline_s is not None:
+            within = predicted <= req.deadline_s
+            # Within the deadline: by preference (sooner breaks near-ties); beyond it:
+            # after every agent within, soonest first.
+            inside = 1.0 + pref - 1e-3 * np.minimum(predicted / req.deadline_s, 1.0)
+            out: np.ndarray = np.where(within, inside, -predicted)
+            return out
+        # Seconds per *successful* task: a task that fails is done again elsewhere.
+        cost = predicted / np.maximum(success, 1e-3) * (1.0 + self.price * (1.0 - pref))
+        return -np.log(np.maximum(cost, 1e-12))
+
+
+def _candidate_rows(
+    scorer: Scorer, req: SelectRequest, now: float
+) -> tuple[np.ndarray, list[str] | None]:
+    """Rows (-1: unknown candidate) after exclude, labels and require_signals, and the
+    candidate ids when the request named them."""
     table, signals = scorer.table, scorer.signals
     if req.candidates is not None:
         cand = list(dict.fromkeys(req.candidates))
@@ -74,60 +209,88 @@ def partial_select(
             keep[keep] = signals.has_live(rows[keep], now)
             rows = rows[keep]
             cand = [c for c, kp in zip(cand, keep.tolist(), strict=True) if kp]
+        return rows, cand
+    n = table.n
+    mask = None
+    if req.exclude:
+        mask = np.ones(n, bool)
+        mask[[r for r in map(table.index.get, req.exclude) if r is not None]] = False
+    if req.require_signals:
+        live = signals.has_live(slice(0, n), now)
+        mask = live if mask is None else mask & live
+    if req.require_labels:
+        matching = np.zeros(n, bool)
+        matching[[table.index[a] for a in scorer.labels.matching(req.require_labels)]] = True
+        mask = matching if mask is None else mask & matching
+    return (np.arange(n) if mask is None else np.flatnonzero(mask)), None
+
+
+def partial_select(
+    scorer: Scorer, req: SelectRequest, w: np.ndarray, now: float, rng: np.random.Generator
+) -> Partial:
+    """This shard's candidates for a selection, enough for an exact global merge."""
+    rows, cand_ids = _candidate_rows(scorer, req, now)
+    considered = len(rows)
+    in_time = req.strategy == "balanced" or req.deadline_s is not None
+    dims: np.ndarray | None = None
+    if cand_ids is not None or in_time:
         known, dims = scorer.known_dims(rows, now)
         scores = w @ dims
-        cand_ids: list[str] | None = cand
     else:
-        cand_ids = None
-        n = table.n
-        rows = np.arange(n)
-        scores = scorer.all_scores(w, now)
-        mask = None
-        if req.exclude:
-            mask = np.ones(n, bool)
-            mask[[r for r in map(table.index.get, req.exclude) if r is not None]] = False
-        if req.require_signals:
-            live = signals.has_live(slice(0, n), now)
-            mask = live if mask is None else mask & live
-        if req.require_labels:
-            matching = np.zeros(n, bool)
-            matching[[table.index[a] for a in scorer.labels.matching(req.require_labels)]] = True
-            mask = matching if mask is None else mask & matching
-        if mask is not None:
-            rows = np.flatnonzero(mask)
-            scores = scores[rows]
         known = np.ones(len(rows), bool)
-        dims = None
-    considered = len(scores)
+        scores = scorer.all_scores(w, now)
+        if len(rows) != scorer.table.n:
+            scores = scores[rows]
+    blocked = scorer.blocked(rows, now)
+    if blocked is not None and not blocked.all():  # all blocked: a panic, route to all
+        keep = np.flatnonzero(~blocked)
+        rows, scores, known = rows[keep], scores[keep], known[keep]
+        dims = None if dims is None else dims[:, keep]
+        cand_ids = None if cand_ids is None else [cand_ids[i] for i in keep.tolist()]
     ok = np.flatnonzero(scores >= req.min_score) if req.min_score is not None else None
-    elig_scores = scores if ok is None else scores[ok]
+    predicted = None
+    if in_time:
+        assert dims is not None
+        predicted = scorer.predicted(rows, dims, now)
+        ranks = scorer.ranks(req, rows, dims, w, predicted)
+    else:
+        ranks = scores
+    elig = ranks if ok is None else ranks[ok]
     fetch = shard_fetch_size(req)
     if req.strategy == "p2c":
-        pos = rng.permutation(len(elig_scores))[:fetch]
+        pos = rng.permutation(len(elig))[:fetch]
         keys = rng.random(len(pos))
     else:
-        pos, keys = top_order(elig_scores, fetch, rng)
+        pos, keys = top_order(elig, fetch, rng)
     if ok is not None:
         pos = ok[pos]
     sel_rows = rows[pos]
     sel_known = known[pos]
     if dims is not None:
-        sel_dims = dims[:, pos].T
+        sel_dims = dims[:, pos]
+    elif len(sel_rows):
+        sel_dims = scorer.dims(sel_rows, now)
     else:
-        sel_dims = scorer.dims(sel_rows, now).T if len(sel_rows) else np.empty((0, NUM_DIMENSIONS))
+        sel_dims = np.empty((NUM_DIMENSIONS, 0))
+    sel_pred = (
+        predicted[pos] if predicted is not None else scorer.predicted(sel_rows, sel_dims, now)
+    )
     ages = np.full(len(pos), np.nan)
     if sel_known.any():
-        ages[sel_known] = signals.oldest_age(sel_rows[sel_known], now)
-    ids = table.ids
+        ages[sel_known] = scorer.signals.oldest_age(sel_rows[sel_known], now)
+    ids = scorer.table.ids
     return Partial(
         [ids[r] for r in sel_rows.tolist()]
         if cand_ids is None
         else [cand_ids[i] for i in pos.tolist()],
         scores[pos],
         keys,
-        np.ascontiguousarray(sel_dims),
+        np.ascontiguousarray(sel_dims.T),
         sel_known,
         considered,
-        len(elig_scores),
+        len(elig),
         ages,
+        ranks[pos],
+        sel_pred,
+        scorer.health_of(sel_rows, now),
     )

@@ -31,6 +31,7 @@ from actors.core import wal
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.errors import NotFound
+from actors.core.health import HEALTH_STATES, Health
 from actors.core.history import History
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, merge_partials
@@ -55,6 +56,7 @@ from actors.core.overloads import OverloadScan
 from actors.core.prediction import Predictor
 from actors.core.selection import Scorer, partial_select
 from actors.core.signals import LiveSignals
+from actors.core.speed import Speed
 from actors.core.table import AgentTable
 from actors.core.tasks import Tasks
 
@@ -77,11 +79,17 @@ class ShardState:
         self.hist = History(self.table, cfg.history_size)
         self.inflight = InFlight(self.table, cfg)
         self.labels = Labels(self.table)
-        self.scorer = Scorer(self.table, self.signals, self.inflight, self.labels)
+        self.health = Health(self.table, cfg)
+        self.speed = Speed(self.table, cfg)
+        self.scorer = Scorer(
+            self.table, self.signals, self.inflight, self.labels, self.health, self.speed, cfg
+        )
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = Counters()
         self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
-        self.tasks: Tasks = Tasks(self.table, self.inflight, self.metrics, self._log)
+        self.tasks: Tasks = Tasks(
+            self.table, self.inflight, self.health, self.speed, self.metrics, self._log
+        )
         # Called with one encoded WAL record per change (``actors.core.wal``), when the
         # host keeps a write-ahead log; None: no log. Every verb calls it before it
         # changes anything, so when it raises (the storage refused the record) the
@@ -251,13 +259,18 @@ class ShardState:
         now = self._clock()
         w = self._weights(weights)
         ids = list(dict.fromkeys(agent_ids))
-        known, dims = self.scorer.known_dims(self.table.lookup(ids), now)
+        rows = self.table.lookup(ids)
+        known, dims = self.scorer.known_dims(rows, now)
         total = w @ dims
+        predicted = self.scorer.predicted(rows, dims, now).tolist()
+        health = self.scorer.health_of(rows, now).tolist()
         return {
             a: AgentScore.model_construct(
                 score=float(total[j]),
                 known=bool(known[j]),
                 scores=dict(zip(DIMENSIONS, dims[:, j].tolist(), strict=True)),
+                predicted_s=predicted[j],
+                health=HEALTH_STATES[health[j]],
             )
             for j, a in enumerate(ids)
         }
@@ -275,7 +288,9 @@ class ShardState:
     def agent(self, agent_id: str, at_s: float | None = None) -> AgentView:
         now = self.now(at_s)
         r = self._row(agent_id)
-        dims = self.scorer.dims(np.array([r]), now)[:, 0]
+        rows = np.array([r])
+        dims2 = self.scorer.dims(rows, now)
+        dims = dims2[:, 0]
         reported = self.signals.value(LOAD_CODE, r, now)
         delta = self.inflight.delta(agent_id, r, now)
         return AgentView(
@@ -287,6 +302,9 @@ class ShardState:
             estimated_load=None if reported is None else reported + delta,
             labels=self.labels.get(agent_id),
             **self.inflight.view(agent_id, r, now),
+            **self.health.view(r, now),
+            **self.speed.view(r),
+            predicted_s=float(self.scorer.predicted(rows, dims2, now)[0]),
         )
 
     def delete(self, agent_id: str, at_s: float | None = None) -> bool:
@@ -356,4 +374,10 @@ class ShardState:
         s = self.stats()
         # Reads expire overdue tasks too, so the part's own counter is the total.
         expired = self.inflight.expired_total
-        return self.metrics.with_gauges(s["agents"], s["live_signals"], s["in_flight"], expired)
+        return self.metrics.with_gauges(
+            s["agents"],
+            s["live_signals"],
+            s["in_flight"],
+            expired,
+            self.health.counts(self._clock()),
+        )

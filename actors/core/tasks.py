@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from actors.core import wal
+from actors.core.health import Health
 from actors.core.inflight import InFlight
 from actors.core.metrics import Counters
 from actors.core.models import CompleteResult
+from actors.core.speed import Speed
 from actors.core.table import AgentTable
 
 # Hands one WAL record (made only when a log is kept) to the state's journal.
@@ -21,9 +23,19 @@ Log = Callable[[Callable[[], bytes]], None]
 
 
 class Tasks:
-    def __init__(self, table: AgentTable, inflight: InFlight, metrics: Counters, log: Log) -> None:
+    def __init__(
+        self,
+        table: AgentTable,
+        inflight: InFlight,
+        health: Health,
+        speed: Speed,
+        metrics: Counters,
+        log: Log,
+    ) -> None:
         self.table = table
         self.inflight = inflight
+        self.health = health
+        self.speed = speed
         self.metrics = metrics
         self._log = log
 
@@ -77,5 +89,11 @@ class Tasks:
         args = {"agent": agent_id, "id": assignment_id, "ok": ok, "duration_s": duration_s}
         self._log(lambda: wal.encode("complete", now, args))
         out = self.inflight.complete(agent_id, r, assignment_id, ok, duration_s, now)
+        # What the outcome teaches: health from every outcome, speed from successes only
+        # (a failure's time says nothing about how long real work takes).
+        if self.health.record(r, ok, now):
+            self.metrics.record_ejection()
+        if ok:
+            self.speed.learn(r, duration_s, out.seen_s, out.ahead)
         self.metrics.record_completion(ok)
         return CompleteResult(released=out.released, assignment_id=out.assignment_id)

@@ -96,12 +96,41 @@ def test_service_time_is_learned_from_durations_and_bounds_uncompleted_tasks(clo
         clock.advance(2.0)  # assignment to completion, queueing included, is what counts
         state.complete("a", aid, duration_s=1.0)
     assert state.agent("a").service_time_s == pytest.approx(2.0)
-    state.assign(["a"])
-    clock.advance(5.9)  # within 3x the service time: still in flight
+    # Its callers report completions: a task past 8x the service time that no later task
+    # overtook is still running (a long tail), not lost.
+    slow = state.assign(["a"])["a"]
+    clock.advance(20.0)
     assert state.agent("a").in_flight == 1
-    clock.advance(0.2)
+    # A task assigned after it completes: the overdue one was lost, and expires.
+    later = state.assign(["a"])["a"]
+    clock.advance(1.0)
+    state.complete("a", later, duration_s=1.0)
     assert state.agent("a").in_flight == 0
     assert state.counters().assignments_expired == 1
+    assert not state.complete("a", slow).released
+    # One that never completes, with nothing after it, still goes at assignment_ttl_s.
+    state.assign(["a"])
+    clock.advance(59.0)
+    assert state.agent("a").in_flight == 1
+    clock.advance(1.5)
+    assert state.agent("a").in_flight == 0
+
+
+def test_tasks_without_completions_expire_at_three_service_times(clock) -> None:
+    state = ShardState(ShardConfig(default_task_load=0.1), clock=clock, seed=1)
+    state.ingest_dicts([sig("a", "LOAD", 0.6)])
+    for _ in range(10):
+        for _ in range(2):
+            state.assign(["a"])
+        clock.advance(1.0)
+        state.ingest_dicts([sig("a", "LOAD", 0.6)])
+    svc = state.agent("a").service_time_s
+    assert svc is not None
+    state.ingest_dicts([sig("a", "LOAD", 0.6)])
+    state.assign(["a"])
+    before = state.agent("a").in_flight
+    clock.advance(3 * svc + 0.1)
+    assert state.agent("a").in_flight < before
 
 
 def test_service_time_without_completions_comes_from_littles_law(clock) -> None:

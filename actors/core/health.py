@@ -1,0 +1,180 @@
+"""What completions teach about an agent's health (DESIGN §4, "measured beats reported").
+
+An agent that fails fast looks idle to every router that routes on load: it finishes (by
+failing) sooner than anyone, so it reports LOAD 0 and attracts the traffic (a "black
+hole"). Each shard sees every completion of the agents it owns, from every router, so it
+keeps per agent:
+
+- a recency-weighted success rate (the last ``outcome_memory`` outcomes weigh; the first
+  ones average plainly, so a new agent's rate is not anchored on its first task) and the
+  run of consecutive failures;
+- a state: ``healthy`` → ``ejected`` (after ``eject_after_failures`` failures in a row,
+  or, with ``eject_min_outcomes`` outcomes, a success rate ``eject_success_gap`` below the
+  shard's) for ``ejection_base_s`` doubling on each repeat up to ``ejection_max_s`` →
+  ``probing`` (at most ``probe_tasks`` tasks at a time: a success makes it healthy, with
+  its success rate started afresh, a failure ejects it again) → ``healthy``. An agent
+  healthy for a whole ``ejection_max_s`` after an ejection starts its back-off afresh.
+
+No more than ``max_ejected_fraction`` of a shard's agents is ejected at once (Envoy's
+max ejection percent); a selection whose every candidate is unhealthy routes to them all
+(a panic, rather than no answer). The states move lazily: an ejection that has run out is
+``probing`` from the next read on, so nothing runs on a timer.
+
+Every figure is a per-row array on the agent table: it moves with swap-removes, travels
+with snapshots, and a WAL replay rebuilds it (each completion replays at its own time).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from actors.core.config import ShardConfig
+from actors.core.table import AgentTable
+
+HEALTHY, EJECTED, PROBING = 0, 1, 2
+HEALTH_STATES: tuple[Literal["healthy", "ejected", "probing"], ...] = (
+    "healthy",
+    "ejected",
+    "probing",
+)
+
+
+class Health:
+    def __init__(self, table: AgentTable, cfg: ShardConfig) -> None:
+        self.table = table
+        self.cfg = cfg
+        table.register("ok_rate", (), np.float64, np.nan)  # recency-weighted success rate
+        table.register("outcomes", (), np.float64, 0.0)  # outcomes weighed, <= outcome_memory
+        table.register("fail_run", (), np.int32, 0)
+        table.register("health", (), np.int8, HEALTHY)
+        table.register("ejected_until", (), np.float64, -np.inf)
+        table.register("ejections", (), np.int32, 0)  # in the current back-off
+
+    # ------------------------------------------------------------------ writes
+    def record(self, row: int, ok: bool, now: float) -> bool:
+        """One outcome; True when it ejected the agent."""
+        t = self.table.arrays
+        n = min(float(t["outcomes"][row]) + 1.0, float(self.cfg.outcome_memory))
+        rate = t["ok_rate"][row]
+        t["ok_rate"][row] = float(ok) if not rate >= 0 else rate + (float(ok) - rate) / n
+        t["outcomes"][row] = n
+        t["fail_run"][row] = 0 if ok else t["fail_run"][row] + 1
+        state = self.state(row, now)
+        if state == PROBING:
+            if ok:
+                # Back in rotation with a clean slate, as Envoy and LiteLLM treat a host
+                # whose ejection ended: the failures were paid for by the ejection (left
+                # in the rate, they would keep it from traffic long after it recovered).
+                # One that fails again is caught by its run or, with enough outcomes, its
+                # rate; and its ejections keep doubling until it stays healthy a while.
+                t["health"][row] = HEALTHY
+                t["ok_rate"][row], t["outcomes"][row] = 1.0, 1.0
+                return False
+            return self._eject(row, now)
+        if state != HEALTHY or ok:
+            return False
+        if t["fail_run"][row] >= self.cfg.eject_after_failures or self._far_below(row):
+            return self._eject(row, now)
+        return False
+
+    def _far_below(self, row: int) -> bool:
+        """With enough outcomes, a success rate far below the rest of the shard's."""
+        t, n, cfg = self.table.arrays, self.table.n, self.cfg
+        if t["outcomes"][row] < min(cfg.eject_min_outcomes, cfg.outcome_memory):
+            return False
+        weight = t["outcomes"][:n].copy()
+        weight[row] = 0.0
+        if weight.sum() <= 0:
+            return False  # nobody to compare with
+        rates = np.nan_to_num(t["ok_rate"][:n])
+        fleet = float(weight @ rates / weight.sum())
+        return bool(t["ok_rate"][row] < fleet - cfg.eject_success_gap)
+
+    def _eject(self, row: int, now: float) -> bool:
+        t, n, cfg = self.table.arrays, self.table.n, self.cfg
+        self.refresh(np.arange(n), now)
+        if (np.count_nonzero(t["health"][:n] == EJECTED) + 1) > cfg.max_ejected_fraction * n:
+            return False  # the cap: this one stays in rotation
+        if now - t["ejected_until"][row] > cfg.ejection_max_s:
+            t["ejections"][row] = 0  # healthy long enough: the back-off starts afresh
+        t["ejections"][row] += 1
+        span = min(cfg.ejection_base_s * 2.0 ** (int(t["ejections"][row]) - 1), cfg.ejection_max_s)
+        t["ejected_until"][row] = now + span
+        t["health"][row] = EJECTED
+        return True
+
+    # ------------------------------------------------------------------ reads
+    def refresh(self, rows: np.ndarray, now: float) -> None:
+        """Ejections that have run out become probing."""
+        t = self.table.arrays
+        h = t["health"][rows]
+        over = rows[(h == EJECTED) & (t["ejected_until"][rows] <= now)]
+        t["health"][over] = PROBING
+
+    def state(self, row: int, now: float) -> int:
+        self.refresh(np.array([row]), now)
+        return int(self.table["health"][row])
+
+    def any_unhealthy(self) -> bool:
+        return bool(self.table["health"][: self.table.n].any())
+
+    def states(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Health code of each row (int8)."""
+        if not self.any_unhealthy():
+            return np.zeros(len(rows), np.int8)
+        self.refresh(rows, now)
+        states: np.ndarray = self.table["health"][rows]
+        return states
+
+    def blocked(self, rows: np.ndarray, open_tasks: np.ndarray, now: float) -> np.ndarray | None:
+        """Rows a selection must pass over: ejected, or probing with its probes running.
+        None when every agent of the shard is healthy (the usual case, no mask)."""
+        if not self.any_unhealthy():
+            return None
+        h = self.states(rows, now)
+        out: np.ndarray = (h == EJECTED) | ((h == PROBING) & (open_tasks >= self.cfg.probe_tasks))
+        return out
+
+    def quality(self, rows: np.ndarray, reported: np.ndarray) -> np.ndarray:
+        """The quality score an agent is scored on: its measured success rate, weighed
+        against the reported QUALITY score as ``quality_prior_outcomes`` outcomes (a
+        posterior mean; greedy, because balanced spreads work over every agent with
+        headroom, so the others keep being measured)."""
+        t = self.table.arrays
+        n = t["outcomes"][rows]
+        if not n.any():
+            return reported
+        m = self.cfg.quality_prior_outcomes
+        rate = np.nan_to_num(t["ok_rate"][rows])
+        out: np.ndarray = (n * rate + m * reported) / np.maximum(n + m, 1e-12)
+        return np.where(n > 0, out, reported)
+
+    def success(self, rows: np.ndarray) -> np.ndarray:
+        """Estimated chance that a task succeeds: the measured rate against an optimistic
+        prior of 1 worth ``quality_prior_outcomes`` outcomes, so an agent with no outcomes
+        yet is tried, not shunned."""
+        t = self.table.arrays
+        n = t["outcomes"][rows]
+        m = self.cfg.quality_prior_outcomes
+        rate = np.nan_to_num(t["ok_rate"][rows])
+        out: np.ndarray = (n * rate + m) / np.maximum(n + m, 1e-12)
+        return np.where(n > 0, out, 1.0)
+
+    def counts(self, now: float) -> dict[str, int]:
+        n = self.table.n
+        h = self.states(np.arange(n), now)
+        return {name: int(np.count_nonzero(h == code)) for code, name in enumerate(HEALTH_STATES)}
+
+    def view(self, row: int, now: float) -> dict[str, object]:
+        t = self.table.arrays
+        state = self.state(row, now)
+        rate = t["ok_rate"][row]
+        return {
+            "health": HEALTH_STATES[state],
+            "success_rate": float(rate) if rate >= 0 else None,
+            "outcomes": round(float(t["outcomes"][row])),
+            "ejected_for_s": (float(t["ejected_until"][row] - now) if state == EJECTED else None),
+            "ejections": int(t["ejections"][row]),
+        }

@@ -1,0 +1,159 @@
+"""How fast an agent is, measured, and when one more task would finish (DESIGN §4,
+"Decisions in time units").
+
+Per agent, from successful completions (a failure's time says nothing about real work):
+
+- ``work_s``: a recency-weighted time one task takes (the reported ``duration_s``, else
+  the time from assignment to completion);
+- ``parallel``: how many tasks it progresses at once: 1 until measured (a declared
+  ``max_concurrency`` is what the agent accepts, and may queue, so it only caps this): a task that
+  found ``a`` tasks ahead and still waited ``w`` seconds before its ``duration_s`` began
+  says ``parallel ≈ (a + 1) · work / (w + work)`` (FIFO over ``parallel`` servers); one that
+  did not wait says only ``parallel ≥ a + 1``, so it can raise the figure, never lower it.
+  Learned in the log domain, so 20 → 1 takes a few samples, not dozens.
+
+``predicted_s`` of one more task on an agent holding ``n`` tasks is
+
+    work · max(1, (n + 1) / parallel)
+
+that is, its own time while a slot is free, and the queue's drain time beyond. Agents
+with no completions yet use priors: the shard's median ``work_s`` (``default_service_s``
+while it has none), scaled by the speed the agent reports (CAPACITY, or 1 - LATENCY:
+0.5 is the median agent, 1.0 twice as fast), and for agents whose callers report no
+completions at all, the drain rate learned from their LOAD reports (``learning``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from actors.core.config import ShardConfig
+from actors.core.models import CAPACITY_CODE, LATENCY_CODE
+from actors.core.table import AgentTable
+
+_PARALLEL_RATE = 0.1  # learning rate of the parallelism
+# Completions a task time weighs: speed changes slowly, and a noisy figure misroutes (an
+# agent's queue, not its time, reacts to a sudden slowdown: see ``InFlight.tasks``).
+_WORK_MEMORY = 200
+_WORK_PRIOR_N = 5.0  # completions the prior task time counts as
+_WAITED = 0.1  # a wait shorter than this share of work_s is no wait
+_MIN_SPEED_SCORE = 0.05  # a reported speed of 0 is "very slow", not "never"
+
+
+class Speed:
+    def __init__(self, table: AgentTable, cfg: ShardConfig) -> None:
+        self.table = table
+        self.cfg = cfg
+        table.register("work_s", (), np.float64, np.nan)
+        table.register("work_n", (), np.float64, 0.0)  # completions weighed, <= _WORK_MEMORY
+        table.register("parallel", (), np.float64, np.nan)
+        table.register("par_num", (), np.float64, 0.0)  # tasks' work, of queued tasks
+        table.register("par_den", (), np.float64, 0.0)  # and the wall time they took
+        self._median: tuple[tuple[int, int], float] = ((-1, -1), cfg.default_service_s)
+        self._learned = 0  # completions learned from (when the median is due again)
+
+    def learn(self, row: int, duration_s: float | None, seen_s: float | None, ahead: int) -> None:
+        """A successful task: it took ``duration_s`` to run (reported, may be None) and
+        ``seen_s`` from assignment to completion (None when the assignment is unknown),
+        with ``ahead`` tasks open on the agent when it was assigned."""
+        work = duration_s if duration_s is not None else seen_s
+        if work is None or not work >= 0:
+            return
+        t = self.table.arrays
+        n = min(float(t["work_n"][row]) + 1.0, float(_WORK_MEMORY))
+        old = t["work_s"][row]
+        t["work_s"][row] = work if not old > 0 else old + (work - old) / n
+        t["work_n"][row] = n
+        self._learned += 1
+        if duration_s is None or seen_s is None or ahead < 0:
+            return
+        mean = float(t["work_s"][row])
+        if not mean > 0:
+            return
+        p = t["parallel"][row] if t["parallel"][row] > 0 else 1.0
+        if seen_s - duration_s > _WAITED * mean:
+            # It queued: (a + 1) tasks' work took ``seen_s`` of wall time. A ratio of
+            # recency-weighted sums, not a mean of ratios (which a long tail would bias).
+            keep = 1.0 - _PARALLEL_RATE
+            t["par_num"][row] = keep * t["par_num"][row] + (ahead + 1) * mean
+            t["par_den"][row] = keep * t["par_den"][row] + seen_s
+            learned = max(t["par_num"][row] / t["par_den"][row], 1.0)
+        elif ahead + 1 > p:
+            # A lower bound: it ran all of them at once.
+            learned = math.exp(math.log(p) + _PARALLEL_RATE * (math.log(ahead + 1) - math.log(p)))
+        else:
+            return
+        t["parallel"][row] = self._cap(row, learned)
+
+    def _parallel_priors(self, rows: np.ndarray) -> np.ndarray:
+        """1: an agent is assumed to run one task at a time (so it gets work in turn, like
+        least-request) until completions show it runs more; a declared
+        ``max_concurrency`` is what it accepts, not what it runs at once, so it only caps
+        what is learned."""
+        return np.ones(len(rows))
+
+    def _cap(self, row: int, p: float) -> float:
+        declared = self.table["max_concurrency"][row]
+        return min(p, float(declared)) if declared > 0 else p
+
+    def median_work_s(self) -> float:
+        """The shard's median learned task time (``default_service_s`` while none is
+        learned): the prior of agents with few completions. Recomputed as completions are
+        learned (at powers of two, then every 100), or when the table changes size."""
+        n = self.table.n
+        # Often while few completions are known (1, 2, 4, ... 512), then every 100.
+        learned = self._learned
+        key = (n, learned.bit_length() if learned < 1024 else 11 + learned // 100)
+        if key != self._median[0]:
+            work = self.table["work_s"][:n]
+            known = work[work > 0]
+            median = float(np.median(known)) if len(known) else self.cfg.default_service_s
+            self._median = (key, median)
+        return self._median[1]
+
+    def predicted_s(
+        self, rows: np.ndarray, tasks: np.ndarray, speed_scores: np.ndarray
+    ) -> np.ndarray:
+        """Completion time of one more task on each row holding ``tasks`` (estimated);
+        ``speed_scores``: the reported speed of each row (0.5 when it reports none)."""
+        t = self.table.arrays
+        par = t["parallel"][rows]
+        par = np.where(par > 0, par, self._parallel_priors(rows))
+        # The learned time, shrunk toward the prior by a few pseudo-completions: one long
+        # first task must not make an agent look slow for good (it would get too little
+        # work to be measured again).
+        prior = self.median_work_s() * 0.5 / np.maximum(speed_scores, _MIN_SPEED_SCORE)
+        n = t["work_n"][rows]
+        work = (n * np.nan_to_num(t["work_s"][rows]) + _WORK_PRIOR_N * prior) / (n + _WORK_PRIOR_N)
+        out: np.ndarray = work * np.maximum(1.0, (tasks + 1.0) / par)
+        drain = t["drain_per_s"][rows]
+        by_drain = (n == 0) & (drain > 0)
+        if by_drain.any():
+            out[by_drain] = (tasks[by_drain] + 1.0) / drain[by_drain]
+        return out
+
+    def measured_share(self, rows: np.ndarray) -> np.ndarray:
+        """How far measurement has replaced the reported speed (0: not at all, toward 1)."""
+        n = self.table["work_n"][rows]
+        out: np.ndarray = n / (n + _WORK_PRIOR_N)
+        return out
+
+    @staticmethod
+    def speed_scores(dims: np.ndarray) -> np.ndarray:
+        """Reported speed per column of a (6, rows) score matrix: the mean of CAPACITY and
+        LATENCY (already inverted: 1 is fast), counting only those that differ from 0.5."""
+        cap, lat = dims[CAPACITY_CODE], dims[LATENCY_CODE]
+        have_cap, have_lat = cap != 0.5, lat != 0.5
+        both = have_cap & have_lat
+        out: np.ndarray = np.where(both, (cap + lat) / 2, np.where(have_lat, lat, cap))
+        return out
+
+    def view(self, row: int) -> dict[str, float | None]:
+        t = self.table.arrays
+        work, par = t["work_s"][row], t["parallel"][row]
+        return {
+            "work_s": float(work) if work > 0 else None,
+            "parallelism": float(par) if par > 0 else None,
+        }
