@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> Report:
     namespace = "ripple-bench-litellm"
     ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
     try:
-        # Ejections as short as LiteLLM's cool-downs, so both recover within the run.
-        shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3)
+        # Ejections as short as LiteLLM's cool-downs, and failures that fade as fast, so
+        # both recover within the run.
+        shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0)
         actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1, shard=shard))
         # Smoke (CI): one peer is enough to show the script runs end to end.
         peers = PEERS[:1] if args.smoke else PEERS

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.core.columns import REJECT_REASONS
+from actors.core.health import HEALTH_STATES
 from actors.core.metrics import STORAGE_STEPS, Counters, Histogram
 from actors.core.models import SIGNAL_TYPES, STRATEGIES
 
@@ -92,6 +93,19 @@ class SnapshotCollector(Collector):
             "coordination_assignments_expired_total",
             "Assigned tasks never completed, dropped after their service time.",
             value=m.assignments_expired,
+        )
+        health = GaugeMetricFamily(
+            "coordination_agents_by_health",
+            "Agents by health state, as measured from outcomes.",
+            labels=["state"],
+        )
+        for state in HEALTH_STATES:
+            health.add_metric([state], getattr(m, f"agents_{state}"))
+        yield health
+        yield CounterMetricFamily(
+            "coordination_ejections_total",
+            "Agents ejected for failing (a run of failures or a low success rate).",
+            value=m.ejections_total,
         )
         yield _histograms(
             "coordination_signal_registration_duration_seconds",

@@ -108,6 +108,12 @@ class ShardConfig(BaseModel):
     outcome_memory: int = Field(
         50, ge=1, le=100_000, description="recent outcomes a success rate and a speed weigh"
     )
+    outcome_half_life_s: float = Field(
+        60.0,
+        gt=0.0,
+        le=86_400.0,
+        description="an agent's outcomes weigh half as much after this long without one",
+    )
     quality_prior_outcomes: float = Field(
         10.0,
         ge=0.0,

@@ -11,8 +11,8 @@ keeps per agent:
 - a state: ``healthy`` → ``ejected`` (after ``eject_after_failures`` failures in a row,
   or, with ``eject_min_outcomes`` outcomes, a success rate ``eject_success_gap`` below the
   shard's) for ``ejection_base_s`` doubling on each repeat up to ``ejection_max_s`` →
-  ``probing`` (at most ``probe_tasks`` tasks at a time: a success makes it healthy, with
-  its success rate started afresh, a failure ejects it again) → ``healthy``. An agent
+  ``probing`` (at most ``probe_tasks`` tasks at a time: a success makes it healthy, a
+  failure ejects it again) → ``healthy``. An agent
   healthy for a whole ``ejection_max_s`` after an ejection starts its back-off afresh.
 
 No more than ``max_ejected_fraction`` of a shard's agents is ejected at once (Envoy's
@@ -45,32 +45,36 @@ class Health:
     def __init__(self, table: AgentTable, cfg: ShardConfig) -> None:
         self.table = table
         self.cfg = cfg
-        table.register("ok_rate", (), np.float64, np.nan)  # recency-weighted success rate
+        # Recency-weighted success rate (meaningless while ``outcomes`` is 0).
+        table.register("ok_rate", (), np.float64, 0.0)
         table.register("outcomes", (), np.float64, 0.0)  # outcomes weighed, <= outcome_memory
         table.register("fail_run", (), np.int32, 0)
         table.register("health", (), np.int8, HEALTHY)
         table.register("ejected_until", (), np.float64, -np.inf)
         table.register("ejections", (), np.int32, 0)  # in the current back-off
+        table.register("outcome_at", (), np.float64, -np.inf)  # when the last one came
+        self._version = 0  # outcomes recorded: the fleet rate's cache key
+        self._fleet: tuple[tuple[int, int], float] = ((-1, -1), 1.0)
 
     # ------------------------------------------------------------------ writes
     def record(self, row: int, ok: bool, now: float) -> bool:
         """One outcome; True when it ejected the agent."""
         t = self.table.arrays
+        first = t["outcomes"][row] == 0
         n = min(float(t["outcomes"][row]) + 1.0, float(self.cfg.outcome_memory))
         rate = t["ok_rate"][row]
-        t["ok_rate"][row] = float(ok) if not rate >= 0 else rate + (float(ok) - rate) / n
+        t["ok_rate"][row] = float(ok) if first else rate + (float(ok) - rate) / n
         t["outcomes"][row] = n
+        t["outcome_at"][row] = now
+        self._version += 1
         t["fail_run"][row] = 0 if ok else t["fail_run"][row] + 1
         state = self.state(row, now)
         if state == PROBING:
             if ok:
-                # Back in rotation with a clean slate, as Envoy and LiteLLM treat a host
-                # whose ejection ended: the failures were paid for by the ejection (left
-                # in the rate, they would keep it from traffic long after it recovered).
-                # One that fails again is caught by its run or, with enough outcomes, its
-                # rate; and its ejections keep doubling until it stays healthy a while.
+                # Back in rotation. Its rate keeps its failures, fading with time
+                # (``evidence``), so it regains traffic as they age; one that fails again
+                # is ejected again on its next failure (``_far_below``, watched closer).
                 t["health"][row] = HEALTHY
-                t["ok_rate"][row], t["outcomes"][row] = 1.0, 1.0
                 return False
             return self._eject(row, now)
         if state != HEALTHY or ok:
@@ -80,15 +84,20 @@ class Health:
         return False
 
     def _far_below(self, row: int) -> bool:
-        """With enough outcomes, a success rate far below the rest of the shard's."""
+        """With enough outcomes, a success rate far below the rest of the shard's. An
+        agent back from an ejection is watched closer: a quarter of the outcomes (at
+        least 5) are enough."""
         t, n, cfg = self.table.arrays, self.table.n, self.cfg
-        if t["outcomes"][row] < min(cfg.eject_min_outcomes, cfg.outcome_memory):
+        needed = min(cfg.eject_min_outcomes, cfg.outcome_memory)
+        if t["ejections"][row] > 0:
+            needed = min(needed, max(5, needed // 4))
+        if t["outcomes"][row] < needed:
             return False
         weight = t["outcomes"][:n].copy()
         weight[row] = 0.0
         if weight.sum() <= 0:
             return False  # nobody to compare with
-        rates = np.nan_to_num(t["ok_rate"][:n])
+        rates = t["ok_rate"][:n]
         fleet = float(weight @ rates / weight.sum())
         return bool(t["ok_rate"][row] < fleet - cfg.eject_success_gap)
 
@@ -137,30 +146,65 @@ class Health:
         out: np.ndarray = (h == EJECTED) | ((h == PROBING) & (open_tasks >= self.cfg.probe_tasks))
         return out
 
-    def quality(self, rows: np.ndarray, reported: np.ndarray) -> np.ndarray:
-        """The quality score an agent is scored on: its measured success rate, weighed
-        against the reported QUALITY score as ``quality_prior_outcomes`` outcomes (a
-        posterior mean; greedy, because balanced spreads work over every agent with
-        headroom, so the others keep being measured)."""
+    def evidence(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Outcomes each row's rate weighs, fading with the time since the last one
+        (``outcome_half_life_s``): an agent avoided for its failures is tried again
+        once they are old, instead of never being measured again."""
         t = self.table.arrays
-        n = t["outcomes"][rows]
-        if not n.any():
-            return reported
-        m = self.cfg.quality_prior_outcomes
-        rate = np.nan_to_num(t["ok_rate"][rows])
-        out: np.ndarray = (n * rate + m * reported) / np.maximum(n + m, 1e-12)
-        return np.where(n > 0, out, reported)
+        age = t["outcome_at"][rows] - now
+        age /= self.cfg.outcome_half_life_s
+        np.exp2(age, out=age)
+        age *= t["outcomes"][rows]
+        return age
 
-    def success(self, rows: np.ndarray) -> np.ndarray:
-        """Estimated chance that a task succeeds: the measured rate against an optimistic
-        prior of 1 worth ``quality_prior_outcomes`` outcomes, so an agent with no outcomes
-        yet is tried, not shunned."""
+    def quality(self, rows: np.ndarray, reported: np.ndarray, now: float) -> np.ndarray:
+        """The quality score an agent is scored on: the reported QUALITY score, moved by
+        how far its measured success rate is from the shard's, in proportion to the
+        evidence (``n / (n + quality_prior_outcomes)`` of ``n`` outcomes). Relative to the
+        shard, so agents that succeed alike stay alike however many tasks each has run
+        (an absolute rate against a neutral prior would favour the busiest, which would
+        get busier), and an agent with no outcomes keeps what it reports."""
         t = self.table.arrays
-        n = t["outcomes"][rows]
+        if not t["outcomes"][rows].any():
+            return reported
+        n = self.evidence(rows, now)
+        # (rate - fleet) x n / (n + m): 0 where n is 0, so no mask is needed.
+        shift = t["ok_rate"][rows] - self.fleet_rate()
+        shift *= n
         m = self.cfg.quality_prior_outcomes
-        rate = np.nan_to_num(t["ok_rate"][rows])
-        out: np.ndarray = (n * rate + m) / np.maximum(n + m, 1e-12)
-        return np.where(n > 0, out, 1.0)
+        shift /= n + m if m > 0 else np.maximum(n, 1e-12)
+        shift += reported
+        np.clip(shift, 0.0, 1.0, out=shift)
+        return shift
+
+    def fleet_rate(self) -> float:
+        """The shard's success rate: its agents' rates weighed by their outcomes (1 with
+        none). Cached until an outcome is recorded or the table changes size, so it is
+        always what the arrays say now (a WAL replay rebuilds the same figure)."""
+        key = (self._version, self.table.n)
+        if key != self._fleet[0]:
+            t, n = self.table.arrays, self.table.n
+            w = t["outcomes"][:n]
+            total = float(w.sum())
+            rate = float(w @ t["ok_rate"][:n] / total) if total > 0 else 1.0
+            self._fleet = (key, rate)
+        return self._fleet[1]
+
+    def success(self, rows: np.ndarray, now: float) -> np.ndarray:
+        """Estimated chance that a task succeeds: the measured rate against a prior of 1
+        worth ``quality_prior_outcomes`` outcomes (optimism where little is known, the
+        way a UCB bandit explores: an agent with no outcomes yet, or whose failures have
+        faded, is tried rather than shunned, and measured again)."""
+        t = self.table.arrays
+        n = self.evidence(rows, now)
+        m = self.cfg.quality_prior_outcomes
+        prior = 1.0
+        if m <= 0:
+            return np.where(n > 0, t["ok_rate"][rows], prior)
+        out: np.ndarray = t["ok_rate"][rows] * n
+        out += m * prior
+        out /= n + m  # n = 0: the prior
+        return out
 
     def counts(self, now: float) -> dict[str, int]:
         n = self.table.n
@@ -173,7 +217,7 @@ class Health:
         rate = t["ok_rate"][row]
         return {
             "health": HEALTH_STATES[state],
-            "success_rate": float(rate) if rate >= 0 else None,
+            "success_rate": float(rate) if t["outcomes"][row] > 0 else None,
             "outcomes": round(float(t["outcomes"][row])),
             "ejected_for_s": (float(t["ejected_until"][row] - now) if state == EJECTED else None),
             "ejections": int(t["ejections"][row]),

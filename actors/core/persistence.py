@@ -16,7 +16,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ SNAPSHOT_VERSION = 3
 # Per-row arrays added after version 3 was first written (what outcomes teach, and the
 # in-flight mirrors rebuilt from the records): a snapshot without them still loads.
 ADDED_ARRAYS = frozenset(
-    {"ok_rate", "outcomes", "fail_run", "health", "ejected_until", "ejections"}
+    {"ok_rate", "outcomes", "outcome_at", "fail_run", "health", "ejected_until", "ejections"}
     | {"work_s", "work_n", "parallel", "par_num", "par_den", "open_n", "completes"}
 )
 _META = "__meta__"
@@ -44,6 +44,7 @@ class SnapshotData:
     labels: dict[str, dict[str, str]]
     taken_at_s: float
     metrics: dict[str, Any]
+    speed: dict[str, Any] = field(default_factory=dict)  # absent before it was kept
 
 
 def parts(
@@ -254,4 +255,7 @@ def load(data: bytes, table: AgentTable) -> SnapshotData:
             raise _bad("metrics", "must be an object")
         with _decoding("taken_at"):
             taken_at = float(meta.get("taken_at", 0.0))
-    return SnapshotData(H, ids, arrays, inflight, labels, taken_at, metrics)
+        speed = meta.get("speed", {})
+        if not isinstance(speed, dict):
+            raise _bad("speed", "must be an object")
+    return SnapshotData(H, ids, arrays, inflight, labels, taken_at, metrics, speed)

@@ -48,6 +48,7 @@ def restore(
         for name, arr in snap.arrays.items():
             state.table.arrays[name][..., : state.table.n] = arr
         state.inflight.load_records(snap.inflight)
+        state.speed.load_state_json(snap.speed)
         for agent_id, labels in snap.labels.items():
             state.labels.replace(agent_id, labels)
         counted = Counters.from_counters_json(snap.metrics)
@@ -70,6 +71,7 @@ def _extra(state: ShardState) -> dict[str, Any]:
         "inflight": state.inflight.records(),
         "labels": {a: dict(m) for a, m in state.labels.by_agent.items()},
         "metrics": state.metrics.counters_json(),
+        "speed": state.speed.state_json(),
     }
 
 

@@ -106,7 +106,7 @@ class AgentView(BaseModel):
     ejected_for_s: float | None = Field(None, description="until the ejection ends")
     ejections: int = Field(0, description="ejections in the current back-off")
     work_s: float | None = Field(None, description="learned time one task takes")
-    parallelism: float | None = Field(None, description="tasks it runs at once, learned")
+    parallelism: float = Field(1.0, description="tasks it runs at once, learned (1 until then)")
     predicted_s: float | None = Field(
         None, description="predicted completion time of one more task"
     )

@@ -12,13 +12,14 @@ the weighted score. ``balanced`` ranks by a cost in seconds,
     cost = predicted_s / success x (1 + preference_price x (1 - preference))
 
 that is, seconds per *successful* task (``success``: the measured success rate against an
-optimistic prior, ``health``), priced by ``preference``, the weighted mean of every
-dimension but load (load is what ``predicted_s`` measures, in seconds): the most
-preferred agent (1) wins over the least (0) only while its predicted time is within
-``1 + preference_price`` times the other's, so a preference never becomes an unbounded
-queue. The rank is ``-log(cost)``, so the
-balanced tolerance is a fraction of the cost. With ``deadline_s`` (balanced, best, p2c),
-agents predicted within it rank first, by preference; the rest after, soonest first.
+optimistic prior, its evidence fading with time, ``health``), priced by ``preference``,
+the weighted mean of every dimension but load (load is what ``predicted_s`` measures, in
+seconds): the most preferred agent (1) wins over the least (0) only while its predicted
+time is within ``1 + preference_price`` times the other's, so a preference never becomes
+an unbounded queue. The rank is ``-log(cost)``, so the balanced tolerance is a fraction
+of the cost. With ``deadline_s`` (balanced, best, p2c), agents predicted within it rank
+first, by preference; the rest after, soonest first. A probing agent with no probe
+running ranks first: it is owed the probe that decides whether it is back.
 
 Health: ejected agents, and probing agents whose probes are running, are passed over,
 unless that leaves none of this shard's candidates (a panic: all are considered).
@@ -29,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.core.config import ShardConfig
-from actors.core.health import Health
+from actors.core.health import PROBING, Health
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, shard_fetch_size, top_order
 from actors.core.metadata import Labels
@@ -44,6 +45,9 @@ from actors.core.models import (
 from actors.core.signals import LiveSignals
 from actors.core.speed import Speed
 from actors.core.table import AgentTable
+
+# Above any rank in time (-log of a cost in seconds): a probe goes first.
+PROBE_RANK = 1e9
 
 
 class Scorer:
@@ -68,27 +72,57 @@ class Scorer:
         self.price = cfg.preference_price
 
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
+        return self.dims_and_tasks(rows, now, tasks=False)[0]
+
+    def dims_and_tasks(
+        self, rows: np.ndarray, now: float, tasks: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Dimension scores of known rows and, with ``tasks``, the tasks each holds (the
+        ``InFlight.tasks`` estimate), sharing one pass over the in-flight estimate."""
         t = self.signals.dims(rows, now)
         delta = self.inflight.deltas(rows, now)
+        a = self.table.arrays
+        held = None
         if delta is not None:
             # Tasks since the report are known for sure: they shift the (decayed) load
-            # score undecayed. Clipped so the dimension stays a score in [0, 1].
-            np.clip(t[LOAD_CODE] - delta, 0.0, 1.0, out=t[LOAD_CODE])
-            a = self.table.arrays
-            held = np.where(a["completes"][rows], a["open_n"][rows], 0) * a["unit_eff"][rows]
-            np.minimum(t[LOAD_CODE], np.maximum(1.0 - held, 0.0), out=t[LOAD_CODE])
-        t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE])
-        return t
+            # score undecayed; the tasks measured open bound it (a stuck report). Kept a
+            # score in [0, 1].
+            unit = a["unit_eff"][rows]
+            held = a["open_n"][rows] * a["completes"][rows]
+            load = t[LOAD_CODE]
+            load -= delta
+            np.minimum(load, 1.0 - held * unit, out=load)
+            np.clip(load, 0.0, 1.0, out=load)
+        t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE], now)
+        if not tasks:
+            return t, None
+        reported = a["val"][LOAD_CODE, rows]
+        reported[~(a["exp"][LOAD_CODE, rows] > now)] = 0.0
+        if delta is None:
+            return t, reported / a["unit_eff"][rows]
+        reported += delta
+        np.maximum(reported, 0.0, out=reported)
+        reported /= unit
+        assert held is not None
+        np.maximum(reported, held, out=reported)
+        return t, reported
 
-    def known_dims(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """Dimension scores of rows from ``lookup``; unknown (-1) rows score 0.5."""
+    def known_dims(
+        self, rows: np.ndarray, now: float, tasks: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Dimension scores of rows from ``lookup`` (unknown (-1) rows score 0.5) and,
+        with ``tasks``, the tasks each holds (0 for unknown rows)."""
         known = rows >= 0
         if known.all():
-            return known, self.dims(rows, now)
+            return known, *self.dims_and_tasks(rows, now, tasks)
         dims = np.full((NUM_DIMENSIONS, len(rows)), 0.5)
+        held = np.zeros(len(rows)) if tasks else None
         if known.any():
-            dims[:, known] = self.dims(rows[known], now)
-        return known, dims
+            d, h = self.dims_and_tasks(rows[known], now, tasks)
+            dims[:, known] = d
+            if held is not None and h is not None:
+                held[known] = h
+        return known, dims, held
 
     def all_scores(self, w: np.ndarray, now: float) -> np.ndarray:
         """Routing score of every row: one pass over the weighted live signals, then the
@@ -106,20 +140,27 @@ class Scorer:
             scores[rows] = w @ self.dims(rows, now)
         return scores
 
-    def predicted(self, rows: np.ndarray, dims: np.ndarray, now: float) -> np.ndarray:
-        """``predicted_s`` of rows from ``lookup`` (unknown ones: the shard's prior)."""
+    def predicted(
+        self, rows: np.ndarray, dims: np.ndarray, now: float, tasks: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``predicted_s`` of rows from ``lookup`` (unknown ones: the shard's prior);
+        ``tasks``: what ``dims_and_tasks`` gave for them, if at hand."""
         known = rows >= 0
         speed = self.speed.speed_scores(dims)
         if known.all():
-            return self.speed.predicted_s(rows, self.inflight.tasks(rows, now), speed)
+            held = self.inflight.tasks(rows, now) if tasks is None else tasks
+            return self.speed.predicted_s(rows, held, speed)
         out = self.speed.median_work_s() * 0.5 / np.maximum(speed, 0.05)
         k = rows[known]
         if len(k):
-            out[known] = self.speed.predicted_s(k, self.inflight.tasks(k, now), speed[known])
+            held = self.inflight.tasks(k, now) if tasks is None else tasks[known]
+            out[known] = self.speed.predicted_s(k, held, speed[known])
         return out
 
     def blocked(self, rows: np.ndarray, now: float) -> np.ndarray | None:
         """Rows (from ``lookup``) the health states pass over; None: none."""
+        if not self.health.any_unhealthy():
+            return None
         known = rows >= 0
         k = rows[known]
         if not len(k):
@@ -133,6 +174,8 @@ class Scorer:
 
     def health_of(self, rows: np.ndarray, now: float) -> np.ndarray:
         out = np.zeros(len(rows), np.int8)
+        if not self.health.any_unhealthy():
+            return out
         known = rows >= 0
         if known.any():
             out[known] = self.health.states(rows[known], now)
@@ -145,26 +188,38 @@ class Scorer:
         counted twice and a claim does not outweigh the measurement."""
         wp = w.copy()
         wp[LOAD_CODE] = 0.0
-        if wp.sum() <= 0:
+        total = wp.sum()
+        if total <= 0:
             return np.full(dims.shape[1], 0.5)
-        ww = np.repeat(wp[:, None], dims.shape[1], axis=1)
-        if wp[CAPACITY_CODE] > 0 or wp[LATENCY_CODE] > 0:
-            fade = np.ones(len(rows))
-            known = rows >= 0
-            fade[known] = 1.0 - self.speed.measured_share(rows[known])
-            ww[CAPACITY_CODE] *= fade
-            ww[LATENCY_CODE] *= fade
-        total = ww.sum(axis=0)
-        out: np.ndarray = np.where(
-            total > 0, (ww * dims).sum(axis=0) / np.maximum(total, 1e-12), 0.5
-        )
-        return out
-
-    def success(self, rows: np.ndarray) -> np.ndarray:
-        out = np.ones(len(rows))
+        num: np.ndarray = wp @ dims
+        speed_w = wp[CAPACITY_CODE] + wp[LATENCY_CODE]
+        if speed_w <= 0:
+            out: np.ndarray = num / total
+            return out
         known = rows >= 0
-        if known.any():
-            out[known] = self.health.success(rows[known])
+        if known.all():
+            fade = self.speed.measured_share(rows)  # the share measured ...
+        else:
+            fade = np.zeros(len(rows))
+            fade[known] = self.speed.measured_share(rows[known])
+        said = wp[CAPACITY_CODE] * dims[CAPACITY_CODE] + wp[LATENCY_CODE] * dims[LATENCY_CODE]
+        said *= fade
+        num -= said
+        # ... leaves the claim that much less weight (never all of it: fade < 1).
+        fade *= -speed_w
+        fade += total
+        num /= fade
+        return num
+
+    def success(self, rows: np.ndarray, now: float) -> np.ndarray | None:
+        """Chance of success of each row; None when every outcome so far succeeded."""
+        if self.health.fleet_rate() >= 1.0:
+            return None
+        known = rows >= 0
+        if known.all():
+            return self.health.success(rows, now)
+        out = np.ones(len(rows))
+        out[known] = self.health.success(rows[known], now)
         return out
 
     def ranks(
@@ -174,9 +229,10 @@ class Scorer:
         dims: np.ndarray,
         w: np.ndarray,
         predicted: np.ndarray,
+        now: float,
     ) -> np.ndarray:
         pref = self.preference(rows, dims, w)
-        success = self.success(rows)
+        success = self.success(rows, now)
         if req.deadline_s is not None:
             within = predicted <= req.deadline_s
             # Within the deadline: by preference (sooner breaks near-ties); beyond it:
@@ -184,9 +240,23 @@ class Scorer:
             inside = 1.0 + pref - 1e-3 * np.minimum(predicted / req.deadline_s, 1.0)
             out: np.ndarray = np.where(within, inside, -predicted)
             return out
-        # Seconds per *successful* task: a task that fails is done again elsewhere.
-        cost = predicted / np.maximum(success, 1e-3) * (1.0 + self.price * (1.0 - pref))
-        return -np.log(np.maximum(cost, 1e-12))
+        # Seconds per *successful* task (a task that fails is done again elsewhere),
+        # priced by preference: predicted x (1 + price x (1 - pref)) / success.
+        pref -= 1.0
+        pref *= -self.price
+        pref += 1.0
+        pref *= predicted
+        if success is not None:
+            pref /= np.maximum(success, 1e-3)
+        np.maximum(pref, 1e-12, out=pref)
+        ranks: np.ndarray = np.log(pref)
+        ranks *= -1.0
+        # A probing agent (its ejection over, no probe running) is owed its probe: the
+        # one task that decides whether it is back, whatever its past says of it.
+        probing = self.health_of(rows, now) == PROBING
+        if probing.any():
+            ranks[probing] = PROBE_RANK
+        return ranks
 
 
 def _candidate_rows(
@@ -233,8 +303,9 @@ def partial_select(
     considered = len(rows)
     in_time = req.strategy == "balanced" or req.deadline_s is not None
     dims: np.ndarray | None = None
+    tasks: np.ndarray | None = None
     if cand_ids is not None or in_time:
-        known, dims = scorer.known_dims(rows, now)
+        known, dims, tasks = scorer.known_dims(rows, now, tasks=in_time)
         scores = w @ dims
     else:
         known = np.ones(len(rows), bool)
@@ -246,13 +317,14 @@ def partial_select(
         keep = np.flatnonzero(~blocked)
         rows, scores, known = rows[keep], scores[keep], known[keep]
         dims = None if dims is None else dims[:, keep]
+        tasks = None if tasks is None else tasks[keep]
         cand_ids = None if cand_ids is None else [cand_ids[i] for i in keep.tolist()]
     ok = np.flatnonzero(scores >= req.min_score) if req.min_score is not None else None
     predicted = None
     if in_time:
         assert dims is not None
-        predicted = scorer.predicted(rows, dims, now)
-        ranks = scorer.ranks(req, rows, dims, w, predicted)
+        predicted = scorer.predicted(rows, dims, now, tasks)
+        ranks = scorer.ranks(req, rows, dims, w, predicted, now)
     else:
         ranks = scores
     elig = ranks if ok is None else ranks[ok]

@@ -26,6 +26,8 @@ completions at all, the drain rate learned from their LOAD reports (``learning``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,15 +45,20 @@ _MIN_SPEED_SCORE = 0.05  # a reported speed of 0 is "very slow", not "never"
 
 
 class Speed:
-    def __init__(self, table: AgentTable, cfg: ShardConfig) -> None:
+    def __init__(
+        self, table: AgentTable, cfg: ShardConfig, drain_learned: Callable[[], bool]
+    ) -> None:
         self.table = table
         self.cfg = cfg
-        table.register("work_s", (), np.float64, np.nan)
+        self.drain_learned = drain_learned  # any agent's drain rate learned (``learning``)
+        table.register("work_s", (), np.float64, 0.0)  # meaningless while work_n is 0
         table.register("work_n", (), np.float64, 0.0)  # completions weighed, <= _WORK_MEMORY
-        table.register("parallel", (), np.float64, np.nan)
+        # Tasks it runs at once; 1 until measured (a declared max_concurrency is what it
+        # accepts, and may queue, so it only caps this).
+        table.register("parallel", (), np.float64, 1.0)
         table.register("par_num", (), np.float64, 0.0)  # tasks' work, of queued tasks
         table.register("par_den", (), np.float64, 0.0)  # and the wall time they took
-        self._median: tuple[tuple[int, int], float] = ((-1, -1), cfg.default_service_s)
+        self._median = cfg.default_service_s
         self._learned = 0  # completions learned from (when the median is due again)
 
     def learn(self, row: int, duration_s: float | None, seen_s: float | None, ahead: int) -> None:
@@ -62,17 +69,19 @@ class Speed:
         if work is None or not work >= 0:
             return
         t = self.table.arrays
+        first = t["work_n"][row] == 0
         n = min(float(t["work_n"][row]) + 1.0, float(_WORK_MEMORY))
         old = t["work_s"][row]
-        t["work_s"][row] = work if not old > 0 else old + (work - old) / n
+        t["work_s"][row] = work if first else old + (work - old) / n
         t["work_n"][row] = n
         self._learned += 1
+        self._refresh_median()
         if duration_s is None or seen_s is None or ahead < 0:
             return
         mean = float(t["work_s"][row])
         if not mean > 0:
             return
-        p = t["parallel"][row] if t["parallel"][row] > 0 else 1.0
+        p = float(t["parallel"][row])
         if seen_s - duration_s > _WAITED * mean:
             # It queued: (a + 1) tasks' work took ``seen_s`` of wall time. A ratio of
             # recency-weighted sums, not a mean of ratios (which a long tail would bias).
@@ -87,31 +96,34 @@ class Speed:
             return
         t["parallel"][row] = self._cap(row, learned)
 
-    def _parallel_priors(self, rows: np.ndarray) -> np.ndarray:
-        """1: an agent is assumed to run one task at a time (so it gets work in turn, like
-        least-request) until completions show it runs more; a declared
-        ``max_concurrency`` is what it accepts, not what it runs at once, so it only caps
-        what is learned."""
-        return np.ones(len(rows))
-
     def _cap(self, row: int, p: float) -> float:
         declared = self.table["max_concurrency"][row]
         return min(p, float(declared)) if declared > 0 else p
 
     def median_work_s(self) -> float:
         """The shard's median learned task time (``default_service_s`` while none is
-        learned): the prior of agents with few completions. Recomputed as completions are
-        learned (at powers of two, then every 100), or when the table changes size."""
-        n = self.table.n
-        # Often while few completions are known (1, 2, 4, ... 512), then every 100.
+        learned): the prior of agents with few completions."""
+        return self._median
+
+    def _refresh_median(self) -> None:
+        """Recomputed as completions are learned (at powers of two, then every 100):
+        in ``learn``, not on a read, so a WAL replay (which reads nothing) rebuilds the
+        same figure the verbs built."""
         learned = self._learned
-        key = (n, learned.bit_length() if learned < 1024 else 11 + learned // 100)
-        if key != self._median[0]:
-            work = self.table["work_s"][:n]
-            known = work[work > 0]
-            median = float(np.median(known)) if len(known) else self.cfg.default_service_s
-            self._median = (key, median)
-        return self._median[1]
+        if learned & (learned - 1) and (learned < 1024 or learned % 100):
+            return
+        n = self.table.n
+        known = self.table["work_s"][:n][self.table["work_n"][:n] > 0]
+        self._median = float(np.median(known)) if len(known) else self.cfg.default_service_s
+
+    def state_json(self) -> dict[str, float]:
+        """What a snapshot keeps besides the arrays: the prior as last computed."""
+        return {"median_work_s": self._median, "learned": self._learned}
+
+    def load_state_json(self, data: dict[str, Any]) -> None:
+        if data:
+            self._median = float(data["median_work_s"])
+            self._learned = int(data["learned"])
 
     def predicted_s(
         self, rows: np.ndarray, tasks: np.ndarray, speed_scores: np.ndarray
@@ -120,18 +132,24 @@ class Speed:
         ``speed_scores``: the reported speed of each row (0.5 when it reports none)."""
         t = self.table.arrays
         par = t["parallel"][rows]
-        par = np.where(par > 0, par, self._parallel_priors(rows))
         # The learned time, shrunk toward the prior by a few pseudo-completions: one long
         # first task must not make an agent look slow for good (it would get too little
         # work to be measured again).
-        prior = self.median_work_s() * 0.5 / np.maximum(speed_scores, _MIN_SPEED_SCORE)
+        prior = np.maximum(speed_scores, _MIN_SPEED_SCORE)
+        np.divide(self.median_work_s() * 0.5 * _WORK_PRIOR_N, prior, out=prior)
         n = t["work_n"][rows]
-        work = (n * np.nan_to_num(t["work_s"][rows]) + _WORK_PRIOR_N * prior) / (n + _WORK_PRIOR_N)
-        out: np.ndarray = work * np.maximum(1.0, (tasks + 1.0) / par)
-        drain = t["drain_per_s"][rows]
-        by_drain = (n == 0) & (drain > 0)
-        if by_drain.any():
-            out[by_drain] = (tasks[by_drain] + 1.0) / drain[by_drain]
+        work = t["work_s"][rows] * n
+        work += prior
+        work /= n + _WORK_PRIOR_N
+        queue = tasks + 1.0
+        queue /= par
+        np.maximum(queue, 1.0, out=queue)
+        out: np.ndarray = work * queue
+        if self.drain_learned():
+            drain = t["drain_per_s"][rows]
+            by_drain = (n == 0) & (drain > 0)
+            if by_drain.any():
+                out[by_drain] = (tasks[by_drain] + 1.0) / drain[by_drain]
         return out
 
     def measured_share(self, rows: np.ndarray) -> np.ndarray:
@@ -142,18 +160,16 @@ class Speed:
 
     @staticmethod
     def speed_scores(dims: np.ndarray) -> np.ndarray:
-        """Reported speed per column of a (6, rows) score matrix: the mean of CAPACITY and
-        LATENCY (already inverted: 1 is fast), counting only those that differ from 0.5."""
+        """Reported speed per column of a (6, rows) score matrix: CAPACITY, else LATENCY
+        (already inverted: 1 is fast) where CAPACITY says nothing (0.5)."""
         cap, lat = dims[CAPACITY_CODE], dims[LATENCY_CODE]
-        have_cap, have_lat = cap != 0.5, lat != 0.5
-        both = have_cap & have_lat
-        out: np.ndarray = np.where(both, (cap + lat) / 2, np.where(have_lat, lat, cap))
+        out: np.ndarray = np.where(cap != 0.5, cap, lat)
         return out
 
     def view(self, row: int) -> dict[str, float | None]:
         t = self.table.arrays
         work, par = t["work_s"][row], t["parallel"][row]
         return {
-            "work_s": float(work) if work > 0 else None,
-            "parallelism": float(par) if par > 0 else None,
+            "work_s": float(work) if t["work_n"][row] > 0 else None,
+            "parallelism": float(par),
         }

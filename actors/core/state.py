@@ -80,7 +80,7 @@ class ShardState:
         self.inflight = InFlight(self.table, cfg)
         self.labels = Labels(self.table)
         self.health = Health(self.table, cfg)
-        self.speed = Speed(self.table, cfg)
+        self.speed = Speed(self.table, cfg, lambda: self.inflight.rates.drain_learned)
         self.scorer = Scorer(
             self.table, self.signals, self.inflight, self.labels, self.health, self.speed, cfg
         )
@@ -260,9 +260,9 @@ class ShardState:
         w = self._weights(weights)
         ids = list(dict.fromkeys(agent_ids))
         rows = self.table.lookup(ids)
-        known, dims = self.scorer.known_dims(rows, now)
+        known, dims, held = self.scorer.known_dims(rows, now, tasks=True)
         total = w @ dims
-        predicted = self.scorer.predicted(rows, dims, now).tolist()
+        predicted = self.scorer.predicted(rows, dims, now, held).tolist()
         health = self.scorer.health_of(rows, now).tolist()
         return {
             a: AgentScore.model_construct(
@@ -367,6 +367,8 @@ class ShardState:
             "in_flight": self.inflight.open_total,
             # Assignments refused by the shard's bound on open records (not in flight).
             "refused_assignments": self.inflight.refused_total,
+            # Agents by health state (what outcomes teach; DESIGN §4).
+            **{f"agents_{k}": v for k, v in self.health.counts(self._clock()).items()},
             "array_bytes": self.table.nbytes(),
         }
 

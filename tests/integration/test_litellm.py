@@ -20,7 +20,7 @@ from serve.litellm_strategy import RippleRoutingStrategy  # noqa: E402
 @pytest.fixture(scope="module")
 def client(ray_session, namespace) -> Iterator[RippleClient]:
     # Ejections short enough for a test: LiteLLM's cool-down logic is Ripple's core's now.
-    shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3)
+    shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0)
     c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=1, shard=shard))
     yield c
     actors.teardown(namespace)

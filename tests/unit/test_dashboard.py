@@ -69,6 +69,8 @@ def test_dashboard_covers_the_design_metrics_and_is_valid_grafana_json() -> None
         "coordination_shard_up",
         "coordination_selections_degraded_total",
         "coordination_overload_predictions_total",
+        "coordination_agents_by_health",
+        "coordination_ejections_total",
     ):
         assert needed in text, needed
 

@@ -190,12 +190,22 @@ def test_deadline_picks_the_preferred_agent_that_can_make_it_or_flags_the_risk(c
 
 
 def test_measured_success_informs_quality(clock) -> None:
-    state = fleet(clock, n=2, quality_prior_outcomes=10)
+    state = fleet(clock, n=4, quality_prior_outcomes=10)
     for i in range(40):
         run_task(state, "a0", True, clock, 0.01)
         run_task(state, "a1", i % 4 != 0, clock, 0.01)  # 75%
     q0, q1 = state.agent("a0").scores["quality"], state.agent("a1").scores["quality"]
-    assert q0 > 0.85 and 0.65 < q1 < 0.85
+    # Relative to the shard's rate (0.875), in proportion to the evidence (40 of 50):
+    # neither reports QUALITY, so both start from the neutral 0.5.
+    assert q0 == pytest.approx(0.5 + 0.125 * 0.8, abs=0.03)
+    assert q1 == pytest.approx(0.5 - 0.125 * 0.8, abs=0.03)
+    # Agents that succeed alike score alike, however many tasks each ran.
+    for _ in range(30):
+        run_task(state, "a2", True, clock, 0.01)
+    run_task(state, "a3", True, clock, 0.01)
+    assert state.agent("a2").scores["quality"] == pytest.approx(
+        state.agent("a3").scores["quality"], abs=0.1
+    )
     assert state.agent("a1").success_rate == pytest.approx(0.75, abs=0.08)
 
 
