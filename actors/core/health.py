@@ -53,6 +53,9 @@ class Health:
         table.register("ejected_until", (), np.float64, -np.inf)
         table.register("ejections", (), np.int32, 0)  # in the current back-off
         table.register("outcome_at", (), np.float64, -np.inf)  # when the last one came
+        self._any_unhealthy: bool | None = None  # None: to be looked at
+        # Removed rows may take an unhealthy agent with them; a restore writes the arrays.
+        table.on_remove(lambda _removed, _moved: self.forget_cache())
         self._version = 0  # outcomes recorded: the fleet rate's cache key
         self._fleet: tuple[tuple[int, int], float] = ((-1, -1), 1.0)
 
@@ -75,6 +78,7 @@ class Health:
                 # (``evidence``), so it regains traffic as they age; one that fails again
                 # is ejected again on its next failure (``_far_below``, watched closer).
                 t["health"][row] = HEALTHY
+                self._any_unhealthy = None
                 return False
             return self._eject(row, now)
         if state != HEALTHY or ok:
@@ -112,7 +116,11 @@ class Health:
         span = min(cfg.ejection_base_s * 2.0 ** (int(t["ejections"][row]) - 1), cfg.ejection_max_s)
         t["ejected_until"][row] = now + span
         t["health"][row] = EJECTED
+        self._any_unhealthy = True
         return True
+
+    def forget_cache(self) -> None:
+        self._any_unhealthy = None
 
     # ------------------------------------------------------------------ reads
     def refresh(self, rows: np.ndarray, now: float) -> None:
@@ -127,7 +135,11 @@ class Health:
         return int(self.table["health"][row])
 
     def any_unhealthy(self) -> bool:
-        return bool(self.table["health"][: self.table.n].any())
+        """Whether any agent of the shard is ejected or probing (cached: asked several
+        times per selection, changed only by an ejection, a healing or a removal)."""
+        if self._any_unhealthy is None:
+            self._any_unhealthy = bool(self.table["health"][: self.table.n].any())
+        return self._any_unhealthy
 
     def states(self, rows: np.ndarray, now: float) -> np.ndarray:
         """Health code of each row (int8)."""
@@ -174,7 +186,8 @@ class Health:
         m = self.cfg.quality_prior_outcomes
         shift /= n + m if m > 0 else np.maximum(n, 1e-12)
         shift += reported
-        np.clip(shift, 0.0, 1.0, out=shift)
+        np.minimum(shift, 1.0, out=shift)
+        np.maximum(shift, 0.0, out=shift)
         return shift
 
     def fleet_rate(self) -> float:

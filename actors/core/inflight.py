@@ -134,6 +134,7 @@ class InFlight:
         task = fl.open[aid] = Assignment(now, now + ttl_s, len(fl.open))
         fl.assigned_since += 1
         self.open_total += 1
+        self.rates.count_assignment(row, now)
         t = self.table.arrays
         t["open_n"][row] += 1
         if new:

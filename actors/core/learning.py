@@ -34,6 +34,9 @@ _SERVICE_STRETCH = 3.0
 # expires only if a task assigned after it has completed (``InFlight._lost``).
 _REPORTED_STRETCH = 8.0
 UNIT_BOUNDS = (1e-4, 1.0)
+# Time constants of the two assignment-rate averages (fast, slow): their gap is the trend
+# of the arrival rate, for the overload forecast from measured state (``fluid``).
+ARRIVAL_TAUS_S = (15.0, 60.0)
 
 
 class Rates:
@@ -55,6 +58,11 @@ class Rates:
         # while busy (learned from consecutive reports).
         table.register("drain_per_s", (), np.float64, np.nan)
         table.register("report_every_s", (), np.float64, np.nan)
+        # Assignments per second, exponentially averaged over ARRIVAL_TAUS_S, as of
+        # ``arrive_at``.
+        table.register("arrive_fast", (), np.float64, 0.0)
+        table.register("arrive_slow", (), np.float64, 0.0)
+        table.register("arrive_at", (), np.float64, -np.inf)
 
     # ------------------------------------------------------------------ the unit
     def unit_of(self, row: int) -> float:
@@ -138,6 +146,22 @@ class Rates:
             arr[row] = rate
         elif low > 0 or rate > old:
             arr[row] = old + _DRAIN_EWMA * (rate - old)
+
+    # ------------------------------------------------------------------ arrivals
+    def count_assignment(self, row: int, now: float) -> None:
+        t = self.table.arrays
+        gap = max(now - t["arrive_at"][row], 0.0)
+        for name, tau in zip(("arrive_fast", "arrive_slow"), ARRIVAL_TAUS_S, strict=True):
+            t[name][row] = t[name][row] * np.exp(-gap / tau) + 1.0 / tau
+        t["arrive_at"][row] = max(now, t["arrive_at"][row])
+
+    def arrival_rates(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(fast, slow) assignment rates per second of rows, decayed to ``now``."""
+        t = self.table.arrays
+        gap = np.maximum(now - t["arrive_at"][rows], 0.0)
+        fast = t["arrive_fast"][rows] * np.exp(-gap / ARRIVAL_TAUS_S[0])
+        slow = t["arrive_slow"][rows] * np.exp(-gap / ARRIVAL_TAUS_S[1])
+        return fast, slow
 
     def after_restore(self, n: int) -> None:
         self.drain_learned = bool(np.any(self.table["drain_per_s"][:n] > 0))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from actors.core.fluid import Measured
 from actors.core.inflight import InFlight
 from actors.core.metrics import Counters
 from actors.core.models import OverloadPrediction, PredictParams
@@ -33,11 +34,13 @@ class OverloadScan:
         predictor: Predictor,
         inflight: InFlight,
         metrics: Counters,
+        measure: Callable[[np.ndarray, float], Measured],
     ) -> None:
         self.table = table
         self.predictor = predictor
         self.inflight = inflight
         self.metrics = metrics
+        self.measure = measure  # the measured state of rows (``Scorer.measured``)
 
     def chunk(
         self, params: PredictParams, start_row: int, rows: int, now: float, limit: int | None
@@ -48,7 +51,9 @@ class OverloadScan:
         if start_row >= n:
             return [], None
         block = np.arange(start_row, min(start_row + rows, n))
-        fit = self.predictor.fit(block, now, params, self.inflight.deltas(block, now))
+        fit = self.predictor.fit(
+            block, now, params, self.inflight.deltas(block, now), self.measure(block, now)
+        )
         hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
         resume: int | None = int(block[-1]) + 1 if block[-1] + 1 < n else None
         if limit is not None and len(hits) > limit:

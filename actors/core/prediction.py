@@ -17,6 +17,7 @@ import numpy as np
 from scipy.special import stdtr
 
 from actors.core.config import ShardConfig
+from actors.core.fluid import Measured, forecast
 from actors.core.history import History
 from actors.core.models import LOAD_CODE, OverloadPrediction, PredictParams
 from actors.core.signals import LiveSignals
@@ -149,6 +150,33 @@ class Predictor:
         now: float,
         params: PredictParams,
         level_shift: np.ndarray | None = None,
+        measured: Measured | None = None,
+    ) -> TrendFit:
+        """The LOAD trend of each row; where ``measured`` has enough (callers report the
+        agent's completions), the forecast from its measured queue instead (``fluid``):
+        it knows what is arriving and how fast it is done, where a trend guesses."""
+        trend = self._trend(rows, now, params, level_shift)
+        if measured is None or not measured.use.any():
+            return trend
+        use = measured.use
+        pick = Measured(*(getattr(measured, f)[use] for f in Measured.__dataclass_fields__))
+        cfg = self.config
+        predicted, prob = forecast(
+            pick, params.horizon_s, cfg.trend_damping_s, params.threshold, cfg.trend_noise_floor
+        )
+        current = pick.tasks * pick.unit + pick.outside
+        trend.predicted[use] = predicted
+        trend.probability[use] = prob
+        trend.slope_per_s[use] = (predicted - current) / params.horizon_s
+        trend.sufficient[use] = True
+        return trend
+
+    def _trend(
+        self,
+        rows: np.ndarray,
+        now: float,
+        params: PredictParams,
+        level_shift: np.ndarray | None,
     ) -> TrendFit:
         cfg = self.config
         ts, vals, mask = self.history.window(rows, LOAD_CODE, now - cfg.trend_lookback_s)

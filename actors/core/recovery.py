@@ -49,6 +49,7 @@ def restore(
             state.table.arrays[name][..., : state.table.n] = arr
         state.inflight.load_records(snap.inflight)
         state.speed.load_state_json(snap.speed)
+        state.health.forget_cache()
         for agent_id, labels in snap.labels.items():
             state.labels.replace(agent_id, labels)
         counted = Counters.from_counters_json(snap.metrics)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.core.config import ShardConfig
+from actors.core.fluid import MIN_COMPLETIONS, Measured
 from actors.core.health import PROBING, Health
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, shard_fetch_size, top_order
@@ -156,6 +157,27 @@ class Scorer:
             held = self.inflight.tasks(k, now) if tasks is None else tasks[known]
             out[known] = self.speed.predicted_s(k, held, speed[known])
         return out
+
+    def measured(self, rows: np.ndarray, now: float) -> Measured:
+        """The measured state of known rows, for the overload forecast (``fluid``)."""
+        a = self.table.arrays
+        dims, tasks = self.dims_and_tasks(rows, now)
+        assert tasks is not None
+        work = self.speed.work(rows, self.speed.speed_scores(dims))
+        fast, slow = self.inflight.rates.arrival_rates(rows, now)
+        unit = a["unit_eff"][rows]
+        live = a["exp"][LOAD_CODE, rows] > now
+        reported = np.where(live, a["val"][LOAD_CODE, rows], 0.0)
+        return Measured(
+            use=a["completes"][rows] & (a["work_n"][rows] >= MIN_COMPLETIONS),
+            tasks=tasks,
+            fast=fast,
+            slow=slow,
+            mu=self.speed.capacity(rows) / work,
+            work_s=work,
+            unit=unit,
+            outside=np.maximum(reported - a["open_n"][rows] * unit, 0.0),
+        )
 
     def blocked(self, rows: np.ndarray, now: float) -> np.ndarray | None:
         """Rows (from ``lookup``) the health states pass over; None: none."""

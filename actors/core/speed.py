@@ -132,15 +132,8 @@ class Speed:
         ``speed_scores``: the reported speed of each row (0.5 when it reports none)."""
         t = self.table.arrays
         par = t["parallel"][rows]
-        # The learned time, shrunk toward the prior by a few pseudo-completions: one long
-        # first task must not make an agent look slow for good (it would get too little
-        # work to be measured again).
-        prior = np.maximum(speed_scores, _MIN_SPEED_SCORE)
-        np.divide(self.median_work_s() * 0.5 * _WORK_PRIOR_N, prior, out=prior)
         n = t["work_n"][rows]
-        work = t["work_s"][rows] * n
-        work += prior
-        work /= n + _WORK_PRIOR_N
+        work = self.work(rows, speed_scores)
         queue = tasks + 1.0
         queue /= par
         np.maximum(queue, 1.0, out=queue)
@@ -150,6 +143,31 @@ class Speed:
             by_drain = (n == 0) & (drain > 0)
             if by_drain.any():
                 out[by_drain] = (tasks[by_drain] + 1.0) / drain[by_drain]
+        return out
+
+    def work(self, rows: np.ndarray, speed_scores: np.ndarray) -> np.ndarray:
+        """The time one task takes: the learned one, shrunk toward the prior by a few
+        pseudo-completions (one long first task must not make an agent look slow for
+        good: it would get too little work to be measured again)."""
+        t = self.table.arrays
+        prior = np.maximum(speed_scores, _MIN_SPEED_SCORE)
+        np.divide(self.median_work_s() * 0.5 * _WORK_PRIOR_N, prior, out=prior)
+        n = t["work_n"][rows]
+        work: np.ndarray = t["work_s"][rows] * n
+        work += prior
+        work /= n + _WORK_PRIOR_N
+        return work
+
+    def capacity(self, rows: np.ndarray) -> np.ndarray:
+        """Tasks each row can run at once, for how much it can finish: the learned
+        parallelism once a task was seen waiting (then it is measured); before that it is
+        only a lower bound (the most seen running together), and the declared
+        ``max_concurrency``, when there is one, is the better figure."""
+        t = self.table.arrays
+        par = t["parallel"][rows]
+        declared = t["max_concurrency"][rows]
+        unmeasured = (t["par_den"][rows] <= 0) & (declared > 0)
+        out: np.ndarray = np.where(unmeasured, declared, par)
         return out
 
     def measured_share(self, rows: np.ndarray) -> np.ndarray:

@@ -86,7 +86,9 @@ class ShardState:
         )
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = Counters()
-        self.scan = OverloadScan(self.table, self.predictor, self.inflight, self.metrics)
+        self.scan = OverloadScan(
+            self.table, self.predictor, self.inflight, self.metrics, self.scorer.measured
+        )
         self.tasks: Tasks = Tasks(
             self.table, self.inflight, self.health, self.speed, self.metrics, self._log
         )
@@ -326,7 +328,9 @@ class ShardState:
         now = self._clock()
         r = self._row(agent_id)
         rows = np.array([r])
-        fit = self.predictor.fit(rows, now, params, self.inflight.deltas(rows, now))
+        fit = self.predictor.fit(
+            rows, now, params, self.inflight.deltas(rows, now), self.scorer.measured(rows, now)
+        )
         out = self.predictor.prediction(agent_id, r, fit, 0, now, params)
         self.metrics.record_prediction(out.will_overload)
         return out

@@ -227,3 +227,34 @@ def test_health_and_speed_travel_with_snapshots_and_the_wal(clock) -> None:
     decoded = wal.decode(wal.SEGMENT_HEADER + b"".join(records))
     list(recovery.replay(replayed, decoded.records))
     assert (replayed.agent("a0"), replayed.agent("a1")) == before
+
+
+def test_overload_forecast_from_the_measured_queue(clock) -> None:
+    """Its LOAD says 0.5 and has been flat; but tasks arrive at 6/s and it finishes 4/s
+    (4 slots, 1 s each): the measured queue says it overloads. A twin given 2/s, which
+    reports what it holds, does not."""
+    state = ShardState(clock=clock, seed=1)
+    for a in ("busy", "calm"):
+        state.describe(a, max_concurrency=8)
+    running: dict[str, list[tuple[float, str]]] = {"busy": [], "calm": []}
+    rates = {"busy": 6, "calm": 2}
+    for second in range(120):
+        for a, per_s in rates.items():
+            for _ in range(per_s):
+                running[a].append((clock.now_s, state.assign([a])[a]))
+            # 4 slots of 1 s each: up to 4 of the oldest finish every second.
+            for made, aid in running[a][:4]:
+                state.complete(a, aid, duration_s=1.0)
+                assert clock.now_s - made >= 0
+            running[a] = running[a][4:]
+        if second % 5 == 0:
+            state.ingest_dicts(
+                [
+                    sig("busy", "LOAD", 0.5),  # stuck
+                    sig("calm", "LOAD", min(1.0, len(running["calm"]) / 8)),
+                ]
+            )
+        clock.advance(1.0)
+    busy, calm = state.predict("busy"), state.predict("calm")
+    assert busy.status == "ok" and busy.will_overload and busy.probability > 0.9
+    assert calm.status == "ok" and not calm.will_overload and calm.probability < 0.1
