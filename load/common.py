@@ -228,3 +228,31 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a few-second run (what CI runs)")
     p.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     return p
+
+
+def lower_of_two(rng: np.random.Generator, values: np.ndarray) -> int:
+    """Power of two choices: two distinct positions at random, the one with the lower
+    value (a tie at random). The peers' P2C and least-request models share it."""
+    a, b = rng.choice(len(values), 2, replace=False)
+    if values[a] == values[b]:
+        return int(a if rng.random() < 0.5 else b)
+    return int(a if values[a] < values[b] else b)
+
+
+def write_simulation(
+    report: Report,
+    args: argparse.Namespace,
+    table: str,
+    rows: list[dict[str, Any]],
+    plot: Callable[[list[dict[str, Any]], str], None],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """A simulator's outputs, where its ``--markdown``, ``--plot`` and ``--json`` say."""
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+    if args.plot:
+        plot(rows, args.plot)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({**report.to_json(), "rows": rows, **(extra or {})}, fh, indent=2)

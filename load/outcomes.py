@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -55,7 +54,7 @@ import numpy as np
 from actors.core.config import ShardConfig
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
-from load.common import Report, base_parser, section
+from load.common import Report, base_parser, lower_of_two, section, write_simulation
 
 SLOTS = 4
 PHASES = 10
@@ -166,10 +165,7 @@ class P2C(Router):
         self.load[agents] = loads
 
     def pick(self, now: float, world: World) -> tuple[int, Any]:
-        a, b = self.rng.choice(self.n, 2, replace=False)
-        if self.load[a] == self.load[b]:
-            return int(a if self.rng.random() < 0.5 else b), None
-        return int(a if self.load[a] < self.load[b] else b), None
+        return lower_of_two(self.rng, self.load), None
 
 
 class LiteLLMCooldown(Router):
@@ -541,18 +537,7 @@ def main(argv: list[str] | None = None) -> Report:
             if r["bad_share"] is not None:
                 report.add(f"{r['scenario']}: share to the bad agent", 100 * r["bad_share"], "%")
             report.add(f"{r['scenario']}: released false", r["released_false"], "completions")
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
-    if args.plot:
-        plot(rows, args.plot)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {**report.to_json(), "rows": rows, "runs": [asdict(o) for o in outcomes]},
-                fh,
-                indent=2,
-            )
+    write_simulation(report, args, table, rows, plot, {"runs": [asdict(o) for o in outcomes]})
     return report
 
 

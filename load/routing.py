@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -43,7 +42,7 @@ import numpy as np
 from actors.core.config import ShardConfig
 from actors.core.models import SelectRequest, Strategy, Weights
 from actors.core.state import ShardState
-from load.common import Report, base_parser, section
+from load.common import Report, base_parser, lower_of_two, section, write_simulation
 
 QUEUE_FULL = 20  # tasks at which an agent reports LOAD 1.0; also its max_concurrency
 PHASES = 10  # report phases per period, so reports are staggered like a real fleet's
@@ -161,10 +160,7 @@ class P2C(Reported):
     name = "p2c (reported)"
 
     def pick(self, now: float, router: int, fleet: Fleet) -> tuple[int, str | None]:
-        a, b = self.rng.choice(self.n, 2, replace=False)
-        if self.load[a] == self.load[b]:
-            return int(a if self.rng.random() < 0.5 else b), None
-        return int(a if self.load[a] < self.load[b] else b), None
+        return lower_of_two(self.rng, self.load), None
 
 
 class LocalCounts(Reported):
@@ -421,14 +417,7 @@ def main(argv: list[str] | None = None) -> Report:
             rows.append(row)
     table = markdown(rows)
     print(table)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write(table + "\n")
-    if args.plot:
-        plot(rows, args.plot)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({**report.to_json(), "rows": rows}, fh, indent=2)
+    write_simulation(report, args, table, rows, plot)
     return report
 
 

@@ -116,7 +116,8 @@ def test_service_time_is_learned_from_durations_and_bounds_uncompleted_tasks(clo
     assert state.agent("a").in_flight == 0
 
 
-def test_tasks_without_completions_expire_at_three_service_times(clock) -> None:
+def steady_without_completions(clock) -> ShardState:
+    """2 tasks/s for 10 s at a steady LOAD of 0.6 (0.1 per task), nothing completed."""
     state = ShardState(ShardConfig(default_task_load=0.1), clock=clock, seed=1)
     state.ingest_dicts([sig("a", "LOAD", 0.6)])
     for _ in range(10):
@@ -124,6 +125,11 @@ def test_tasks_without_completions_expire_at_three_service_times(clock) -> None:
             state.assign(["a"])
         clock.advance(1.0)
         state.ingest_dicts([sig("a", "LOAD", 0.6)])
+    return state
+
+
+def test_tasks_without_completions_expire_at_three_service_times(clock) -> None:
+    state = steady_without_completions(clock)
     svc = state.agent("a").service_time_s
     assert svc is not None
     state.ingest_dicts([sig("a", "LOAD", 0.6)])
@@ -135,13 +141,7 @@ def test_tasks_without_completions_expire_at_three_service_times(clock) -> None:
 
 def test_service_time_without_completions_comes_from_littles_law(clock) -> None:
     """2 tasks/s at a steady load of 0.6 with 0.1 per task: 6 in system, 3 s each."""
-    state = ShardState(ShardConfig(default_task_load=0.1), clock=clock, seed=1)
-    state.ingest_dicts([sig("a", "LOAD", 0.6)])
-    for _ in range(10):
-        for _ in range(2):
-            state.assign(["a"])
-        clock.advance(1.0)
-        state.ingest_dicts([sig("a", "LOAD", 0.6)])
+    state = steady_without_completions(clock)
     assert state.agent("a").service_time_s == pytest.approx(3.0, rel=0.05)
 
 
