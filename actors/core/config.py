@@ -106,7 +106,7 @@ class ShardConfig(BaseModel):
         1, ge=1, le=1_000, description="tasks a probing agent runs at once after an ejection"
     )
     outcome_memory: int = Field(
-        50, ge=1, le=100_000, description="recent outcomes a success rate and a speed weigh"
+        50, ge=1, le=30_000, description="recent outcomes a success rate and a speed weigh"
     )
     outcome_half_life_s: float = Field(
         60.0,

@@ -34,6 +34,8 @@ from actors.core.config import ShardConfig
 from actors.core.table import AgentTable
 
 HEALTHY, EJECTED, PROBING = 0, 1, 2
+_MAX_COUNT = 30_000  # int16 counters stop here
+_MAX_EJECTIONS = 100  # int8; the back-off is long capped by then
 HEALTH_STATES: tuple[Literal["healthy", "ejected", "probing"], ...] = (
     "healthy",
     "ejected",
@@ -46,12 +48,12 @@ class Health:
         self.table = table
         self.cfg = cfg
         # Recency-weighted success rate (meaningless while ``outcomes`` is 0).
-        table.register("ok_rate", (), np.float64, 0.0)
-        table.register("outcomes", (), np.float64, 0.0)  # outcomes weighed, <= outcome_memory
-        table.register("fail_run", (), np.int32, 0)
+        table.register("ok_rate", (), np.float32, 0.0)
+        table.register("outcomes", (), np.int16, 0)  # outcomes weighed, <= outcome_memory
+        table.register("fail_run", (), np.int16, 0)
         table.register("health", (), np.int8, HEALTHY)
         table.register("ejected_until", (), np.float64, -np.inf)
-        table.register("ejections", (), np.int32, 0)  # in the current back-off
+        table.register("ejections", (), np.int8, 0)  # in the current back-off
         table.register("outcome_at", (), np.float64, -np.inf)  # when the last one came
         self._any_unhealthy: bool | None = None  # None: to be looked at
         # Removed rows may take an unhealthy agent with them; a restore writes the arrays.
@@ -70,7 +72,8 @@ class Health:
         t["outcomes"][row] = n
         t["outcome_at"][row] = now
         self._version += 1
-        t["fail_run"][row] = 0 if ok else t["fail_run"][row] + 1
+        # Compact counters: a run this long ejects whatever the settings (they stop there).
+        t["fail_run"][row] = 0 if ok else min(int(t["fail_run"][row]) + 1, _MAX_COUNT)
         state = self.state(row, now)
         if state == PROBING:
             if ok:
@@ -112,7 +115,7 @@ class Health:
             return False  # the cap: this one stays in rotation
         if now - t["ejected_until"][row] > cfg.ejection_max_s:
             t["ejections"][row] = 0  # healthy long enough: the back-off starts afresh
-        t["ejections"][row] += 1
+        t["ejections"][row] = min(int(t["ejections"][row]) + 1, _MAX_EJECTIONS)
         span = min(cfg.ejection_base_s * 2.0 ** (int(t["ejections"][row]) - 1), cfg.ejection_max_s)
         t["ejected_until"][row] = now + span
         t["health"][row] = EJECTED

@@ -60,8 +60,8 @@ class Rates:
         table.register("report_every_s", (), np.float64, np.nan)
         # Assignments per second, exponentially averaged over ARRIVAL_TAUS_S, as of
         # ``arrive_at``.
-        table.register("arrive_fast", (), np.float64, 0.0)
-        table.register("arrive_slow", (), np.float64, 0.0)
+        table.register("arrive_fast", (), np.float32, 0.0)
+        table.register("arrive_slow", (), np.float32, 0.0)
         table.register("arrive_at", (), np.float64, -np.inf)
 
     # ------------------------------------------------------------------ the unit

@@ -51,13 +51,14 @@ class Speed:
         self.table = table
         self.cfg = cfg
         self.drain_learned = drain_learned  # any agent's drain rate learned (``learning``)
-        table.register("work_s", (), np.float64, 0.0)  # meaningless while work_n is 0
-        table.register("work_n", (), np.float64, 0.0)  # completions weighed, <= _WORK_MEMORY
+        table.register("work_s", (), np.float32, 0.0)  # meaningless while work_n is 0
+        table.register("work_n", (), np.int16, 0)  # completions weighed, <= _WORK_MEMORY
         # Tasks it runs at once; 1 until measured (a declared max_concurrency is what it
         # accepts, and may queue, so it only caps this).
-        table.register("parallel", (), np.float64, 1.0)
-        table.register("par_num", (), np.float64, 0.0)  # tasks' work, of queued tasks
-        table.register("par_den", (), np.float64, 0.0)  # and the wall time they took
+        table.register("parallel", (), np.float32, 1.0)
+        # Wall time of queued tasks (recency-weighted); with ``parallel`` it is a ratio of
+        # sums: parallel = tasks' work / this (0: no task was seen waiting yet).
+        table.register("par_den", (), np.float32, 0.0)
         self._median = cfg.default_service_s
         self._learned = 0  # completions learned from (when the median is due again)
 
@@ -70,7 +71,7 @@ class Speed:
             return
         t = self.table.arrays
         first = t["work_n"][row] == 0
-        n = min(float(t["work_n"][row]) + 1.0, float(_WORK_MEMORY))
+        n = min(int(t["work_n"][row]) + 1, _WORK_MEMORY)
         old = t["work_s"][row]
         t["work_s"][row] = work if first else old + (work - old) / n
         t["work_n"][row] = n
@@ -86,9 +87,9 @@ class Speed:
             # It queued: (a + 1) tasks' work took ``seen_s`` of wall time. A ratio of
             # recency-weighted sums, not a mean of ratios (which a long tail would bias).
             keep = 1.0 - _PARALLEL_RATE
-            t["par_num"][row] = keep * t["par_num"][row] + (ahead + 1) * mean
+            num = keep * p * t["par_den"][row] + (ahead + 1) * mean
             t["par_den"][row] = keep * t["par_den"][row] + seen_s
-            learned = max(t["par_num"][row] / t["par_den"][row], 1.0)
+            learned = max(num / t["par_den"][row], 1.0)
         elif ahead + 1 > p:
             # A lower bound: it ran all of them at once.
             learned = math.exp(math.log(p) + _PARALLEL_RATE * (math.log(ahead + 1) - math.log(p)))
