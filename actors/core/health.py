@@ -56,22 +56,23 @@ class Health:
         table.register("ejections", (), np.int8, 0)  # in the current back-off
         table.register("outcome_at", (), np.float64, -np.inf)  # when the last one came
         self._any_unhealthy: bool | None = None  # None: to be looked at
-        # Removed rows may take an unhealthy agent with them; a restore writes the arrays.
+        # Sums over the agents of (outcomes, outcomes x rate), for the shard's rate.
+        self._sums = (0.0, 0.0)
+        self._recorded = 0
+        # Removed rows may take an unhealthy agent and outcomes with them; a restore
+        # writes the arrays and then calls ``forget_cache`` too.
         table.on_remove(lambda _removed, _moved: self.forget_cache())
-        self._version = 0  # outcomes recorded: the fleet rate's cache key
-        self._fleet: tuple[tuple[int, int], float] = ((-1, -1), 1.0)
 
     # ------------------------------------------------------------------ writes
     def record(self, row: int, ok: bool, now: float) -> bool:
         """One outcome; True when it ejected the agent."""
         t = self.table.arrays
-        first = t["outcomes"][row] == 0
-        n = min(float(t["outcomes"][row]) + 1.0, float(self.cfg.outcome_memory))
-        rate = t["ok_rate"][row]
-        t["ok_rate"][row] = float(ok) if first else rate + (float(ok) - rate) / n
+        old_n, rate = float(t["outcomes"][row]), float(t["ok_rate"][row])
+        n = min(old_n + 1.0, float(self.cfg.outcome_memory))
+        t["ok_rate"][row] = float(ok) if old_n == 0 else rate + (float(ok) - rate) / n
         t["outcomes"][row] = n
         t["outcome_at"][row] = now
-        self._version += 1
+        self._count(old_n, rate, n, float(t["ok_rate"][row]))
         # Compact counters: a run this long ejects whatever the settings (they stop there).
         t["fail_run"][row] = 0 if ok else min(int(t["fail_run"][row]) + 1, _MAX_COUNT)
         state = self.state(row, now)
@@ -94,19 +95,19 @@ class Health:
         """With enough outcomes, a success rate far below the rest of the shard's. An
         agent back from an ejection is watched closer: a quarter of the outcomes (at
         least 5) are enough."""
-        t, n, cfg = self.table.arrays, self.table.n, self.cfg
+        t, cfg = self.table.arrays, self.cfg
         needed = min(cfg.eject_min_outcomes, cfg.outcome_memory)
         if t["ejections"][row] > 0:
             needed = min(needed, max(5, needed // 4))
-        if t["outcomes"][row] < needed:
+        mine, rate = float(t["outcomes"][row]), float(t["ok_rate"][row])
+        if mine < needed:
             return False
-        weight = t["outcomes"][:n].copy()
-        weight[row] = 0.0
-        if weight.sum() <= 0:
+        # The others' rate: the shard's running sums without this agent's share.
+        weight, weighted = self._sums
+        if weight - mine <= 1e-9:
             return False  # nobody to compare with
-        rates = t["ok_rate"][:n]
-        fleet = float(weight @ rates / weight.sum())
-        return bool(t["ok_rate"][row] < fleet - cfg.eject_success_gap)
+        others = (weighted - mine * rate) / (weight - mine)
+        return rate < others - cfg.eject_success_gap
 
     def _eject(self, row: int, now: float) -> bool:
         t, n, cfg = self.table.arrays, self.table.n, self.cfg
@@ -124,6 +125,7 @@ class Health:
 
     def forget_cache(self) -> None:
         self._any_unhealthy = None
+        self.resum()
 
     # ------------------------------------------------------------------ reads
     def refresh(self, rows: np.ndarray, now: float) -> None:
@@ -195,16 +197,25 @@ class Health:
 
     def fleet_rate(self) -> float:
         """The shard's success rate: its agents' rates weighed by their outcomes (1 with
-        none). Cached until an outcome is recorded or the table changes size, so it is
-        always what the arrays say now (a WAL replay rebuilds the same figure)."""
-        key = (self._version, self.table.n)
-        if key != self._fleet[0]:
-            t, n = self.table.arrays, self.table.n
-            w = t["outcomes"][:n]
-            total = float(w.sum())
-            rate = float(w @ t["ok_rate"][:n] / total) if total > 0 else 1.0
-            self._fleet = (key, rate)
-        return self._fleet[1]
+        none), from running sums (a selection reads it; an O(agents) pass each time would
+        cost a large shard milliseconds), made exact again every 1,024 outcomes and on
+        every removal, at points a WAL replay meets too."""
+        weight, weighted = self._sums
+        return weighted / weight if weight > 0 else 1.0
+
+    def _count(self, old_n: float, old_rate: float, n: float, rate: float) -> None:
+        self._recorded += 1
+        if self._recorded % 1024 == 0:
+            self.resum()
+            return
+        weight, weighted = self._sums
+        self._sums = (weight + n - old_n, weighted + n * rate - old_n * old_rate)
+
+    def resum(self) -> None:
+        """The running sums afresh from the arrays (after a removal or a restore)."""
+        t, n = self.table.arrays, self.table.n
+        w = t["outcomes"][:n].astype(np.float64)
+        self._sums = (float(w.sum()), float(w @ t["ok_rate"][:n]))
 
     def success(self, rows: np.ndarray, now: float) -> np.ndarray:
         """Estimated chance that a task succeeds: the measured rate against a prior of 1

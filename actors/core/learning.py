@@ -15,6 +15,8 @@ travels with snapshots. ``actors.core.inflight`` records the tasks and asks this
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from actors.core.flights import Flight
@@ -150,10 +152,12 @@ class Rates:
     # ------------------------------------------------------------------ arrivals
     def count_assignment(self, row: int, now: float) -> None:
         t = self.table.arrays
-        gap = max(now - t["arrive_at"][row], 0.0)
-        for name, tau in zip(("arrive_fast", "arrive_slow"), ARRIVAL_TAUS_S, strict=True):
-            t[name][row] = t[name][row] * np.exp(-gap / tau) + 1.0 / tau
-        t["arrive_at"][row] = max(now, t["arrive_at"][row])
+        last = float(t["arrive_at"][row])
+        gap = now - last if now > last else 0.0
+        fast_tau, slow_tau = ARRIVAL_TAUS_S
+        t["arrive_fast"][row] = t["arrive_fast"][row] * math.exp(-gap / fast_tau) + 1 / fast_tau
+        t["arrive_slow"][row] = t["arrive_slow"][row] * math.exp(-gap / slow_tau) + 1 / slow_tau
+        t["arrive_at"][row] = max(now, last)
 
     def arrival_rates(self, rows: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
         """(fast, slow) assignment rates per second of rows, decayed to ``now``."""
