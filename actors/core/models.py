@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
@@ -310,14 +311,15 @@ class SelectRequest(BaseModel):
         "preferred; when none can, the soonest (deadline_at_risk)",
     )
 
-    @model_validator(mode="after")
-    def _deadline_needs_a_ranking(self) -> SelectRequest:
-        if self.deadline_s is not None and self.strategy == "weighted":
+    @field_validator("deadline_s")
+    @classmethod
+    def _deadline_needs_a_ranking(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("strategy") == "weighted":
             raise ValueError(
                 "deadline_s ranks agents by predicted time; the weighted strategy samples "
                 "by score: use balanced, best or p2c"
             )
-        return self
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -94,6 +94,8 @@ def test_request_validation_errors_name_the_field(http) -> None:
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "k"
     r = http.post("/v1/select", json={"weights": {"speed": 1}})
     assert r.status_code == 422 and "weights.speed" in r.json()["error"]["details"][0]["field"]
+    r = http.post("/v1/select", json={"strategy": "weighted", "deadline_s": 1})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "deadline_s"
     r = http.post("/v1/agents/h-z/signals", json={"signal_type": "LOAD", "value": "NaN"})
     assert r.status_code == 422
     r = http.post("/v1/signals", content=b"{not json", headers={"content-type": "application/json"})
@@ -186,6 +188,11 @@ def test_custom_weights_change_the_winner_and_scores_route(http) -> None:
     assert body["selected"][-1]["predicted_s"] > 5 * body["selected"][0]["predicted_s"]
     assert body["shards_total"] >= 1 and body["degraded"] is False
     assert {s["agent_id"]: s["known"] for s in body["selected"]}["w-ghost"] is False
+    assert all(s["health"] == "healthy" for s in body["selected"])
+    # With a deadline the agent with 18 tasks queued cannot make, it is never the pick.
+    r = http.post("/v1/select", json={"candidates": ["w-great"], "deadline_s": 2, "assign": False})
+    (late,) = r.json()["selected"]
+    assert late["deadline_at_risk"] is True and late["predicted_s"] > 2
     r = http.post(
         "/v1/select", json={"candidates": cands, "weights": {"quality": 1}, "strategy": "best"}
     )
