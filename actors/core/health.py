@@ -54,7 +54,6 @@ class Health:
         table.register("health", (), np.int8, HEALTHY)
         table.register("ejected_until", (), np.float64, -np.inf)
         table.register("ejections", (), np.int8, 0)  # in the current back-off
-        table.register("outcome_at", (), np.float64, -np.inf)  # when the last one came
         self._any_unhealthy: bool | None = None  # None: to be looked at
         # Sums over the agents of (outcomes, outcomes x rate), for the shard's rate.
         self._sums = (0.0, 0.0)
@@ -71,7 +70,6 @@ class Health:
         n = min(old_n + 1.0, float(self.cfg.outcome_memory))
         t["ok_rate"][row] = float(ok) if old_n == 0 else rate + (float(ok) - rate) / n
         t["outcomes"][row] = n
-        t["outcome_at"][row] = now
         self._count(old_n, rate, n, float(t["ok_rate"][row]))
         # Compact counters: a run this long ejects whatever the settings (they stop there).
         t["fail_run"][row] = 0 if ok else min(int(t["fail_run"][row]) + 1, _MAX_COUNT)
@@ -164,11 +162,12 @@ class Health:
         return out
 
     def evidence(self, rows: np.ndarray, now: float) -> np.ndarray:
-        """Outcomes each row's rate weighs, fading with the time since the last one
-        (``outcome_half_life_s``): an agent avoided for its failures is tried again
-        once they are old, instead of never being measured again."""
+        """Outcomes each row's rate weighs, fading with the time since the agent was last
+        given a task (``outcome_half_life_s``; the time ``learning`` keeps for its
+        arrival rate, which is also about when its last outcome came): an agent avoided
+        for its failures is tried again once they are old, instead of never again."""
         t = self.table.arrays
-        age = t["outcome_at"][rows] - now
+        age = t["arrive_at"][rows] - now
         age /= self.cfg.outcome_half_life_s
         np.exp2(age, out=age)
         age *= t["outcomes"][rows]

@@ -29,8 +29,8 @@ SNAPSHOT_VERSION = 3
 # Per-row arrays added after version 3 was first written (what outcomes teach, and the
 # in-flight mirrors rebuilt from the records): a snapshot without them still loads.
 ADDED_ARRAYS = frozenset(
-    {"ok_rate", "outcomes", "outcome_at", "fail_run", "health", "ejected_until", "ejections"}
-    | {"work_s", "work_n", "parallel", "par_den", "open_n", "completes"}
+    {"ok_rate", "outcomes", "fail_run", "health", "ejected_until", "ejections"}
+    | {"work_s", "work_n", "parallel", "par_num", "par_den", "open_n", "completes"}
     | {"arrive_fast", "arrive_slow", "arrive_at"}
 )
 _META = "__meta__"

@@ -56,8 +56,9 @@ class Speed:
         # Tasks it runs at once; 1 until measured (a declared max_concurrency is what it
         # accepts, and may queue, so it only caps this).
         table.register("parallel", (), np.float32, 1.0)
-        # Wall time of queued tasks (recency-weighted); with ``parallel`` it is a ratio of
-        # sums: parallel = tasks' work / this (0: no task was seen waiting yet).
+        # Of the tasks seen waiting, recency-weighted: their work (tasks ahead + 1, in task
+        # times) and the wall time they took; parallel = their ratio (0: none seen yet).
+        table.register("par_num", (), np.float32, 0.0)
         table.register("par_den", (), np.float32, 0.0)
         self._median = cfg.default_service_s
         self._learned = 0  # completions learned from (when the median is due again)
@@ -87,9 +88,9 @@ class Speed:
             # It queued: (a + 1) tasks' work took ``seen_s`` of wall time. A ratio of
             # recency-weighted sums, not a mean of ratios (which a long tail would bias).
             keep = 1.0 - _PARALLEL_RATE
-            num = keep * p * t["par_den"][row] + (ahead + 1) * mean
+            t["par_num"][row] = keep * t["par_num"][row] + (ahead + 1) * mean
             t["par_den"][row] = keep * t["par_den"][row] + seen_s
-            learned = max(num / t["par_den"][row], 1.0)
+            learned = max(float(t["par_num"][row] / t["par_den"][row]), 1.0)
         elif ahead + 1 > p:
             # A lower bound: it ran all of them at once.
             learned = math.exp(math.log(p) + _PARALLEL_RATE * (math.log(ahead + 1) - math.log(p)))
