@@ -18,12 +18,13 @@ How it maps onto Ripple:
   replica's mean time per request, relative to the slowest replica), records the requests
   sent and finished since the last refresh as Ripple assignments and completions (one call
   per shard, ``report_tasks``), and fetches every replica's score;
-- ``choose_replicas`` never waits on Ripple: it ranks the candidates by the cached
-  ``predicted_s`` (Ripple's prediction, in seconds, of one more request there, from the
-  completions it measured), grown by the requests this router sent since (the cached score
-  less their load when Ripple has no prediction), passes over replicas Ripple ejected
-  (unless all are), and picks like Ripple's ``balanced`` strategy (at random among the
-  replicas within ``tolerance`` of the best; the rest follow in rank order);
+- ``choose_replicas`` never waits on Ripple: it ranks the candidates by the time per
+  request that the cached ``predicted_s`` implies (Ripple's prediction, in seconds, of one
+  more request there, from the completions it measured) times the requests this router
+  holds there now (the cached score less their load when Ripple has no prediction),
+  passes over replicas Ripple ejected (unless all are), and picks like Ripple's
+  ``balanced`` strategy (at random among the replicas within ``tolerance`` of the best;
+  the rest follow in rank order);
 - while Ripple cannot be reached (no score yet, or none newer than ``stale_after_s``), or a
   candidate has no score yet, it routes like Serve's default power-of-two router.
 
@@ -137,13 +138,15 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
         return [[candidate_replicas[i]] for i in picks.tolist()]
 
     def _rank(self, rid: ReplicaID, score: float, sent_share: float) -> float:
-        """Higher first. With Ripple's ``predicted_s`` (a time: what it predicts one more
-        request there takes, measured from completions), ``-log`` of it, grown by the
-        share of the replica's slots this router filled since; else the score less that
-        share of the load weight."""
+        """Higher first. With Ripple's ``predicted_s`` (a time: what one more request there
+        was predicted to take when the scores were fetched, from the completions it
+        measured), ``-log`` of the time per request it implies, times the requests this
+        router holds there now (its own exact count, fresher than the cached figure);
+        without one, the score less the share of the replica's slots filled since."""
         predicted = self.predicted_s.get(rid)
         if predicted is not None and predicted > 0:
-            return -float(np.log(predicted * (1.0 + sent_share)))
+            per_request = predicted / (self.inflight_at_score.get(rid, 0) + 1)
+            return -float(np.log(per_request * (self.inflight[rid] + 1)))
         return score - self.load_weight * sent_share
 
     def on_send_request(self, replica_id: ReplicaID) -> None:
@@ -162,7 +165,11 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
             self.latency_s[replica_id] = (
                 took_s if old is None else old + LATENCY_EWMA_ALPHA * (took_s - old)
             )
-        self.completed.append((self.agent_id(replica_id), True, took_s))
+        # No duration: what this router times is the request's whole stay, queueing at the
+        # replica included, not the replica's work on it; reported as work, Ripple would
+        # take the queue for requests run side by side. It learns the time in system from
+        # the completion itself.
+        self.completed.append((self.agent_id(replica_id), True, None))
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
