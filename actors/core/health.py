@@ -167,6 +167,7 @@ class Health:
         arrival rate, which is also about when its last outcome came): an agent avoided
         for its failures is tried again once they are old, instead of never again."""
         t = self.table.arrays
+        rows = self.table.span(rows)  # type: ignore[assignment]
         age = t["arrive_at"][rows] - now
         age /= self.cfg.outcome_half_life_s
         np.exp2(age, out=age)
@@ -181,11 +182,11 @@ class Health:
         (an absolute rate against a neutral prior would favour the busiest, which would
         get busier), and an agent with no outcomes keeps what it reports."""
         t = self.table.arrays
-        if not t["outcomes"][rows].any():
+        if not t["outcomes"][self.table.span(rows)].any():
             return reported
         n = self.evidence(rows, now)
         # (rate - fleet) x n / (n + m): 0 where n is 0, so no mask is needed.
-        shift = t["ok_rate"][rows] - self.fleet_rate()
+        shift = t["ok_rate"][self.table.span(rows)] - self.fleet_rate()
         shift *= n
         m = self.cfg.quality_prior_outcomes
         shift /= n + m if m > 0 else np.maximum(n, 1e-12)

@@ -84,12 +84,13 @@ class Scorer:
         delta = self.inflight.deltas(rows, now)
         a = self.table.arrays
         held = None
+        idx = self.table.span(rows)
         if delta is not None:
             # Tasks since the report are known for sure: they shift the (decayed) load
             # score undecayed; the tasks measured open bound it (a stuck report). Kept a
             # score in [0, 1].
-            unit = a["unit_eff"][rows]
-            held = a["open_n"][rows] * a["completes"][rows]
+            unit = a["unit_eff"][idx]
+            held = a["open_n"][idx] * a["completes"][idx]
             load = t[LOAD_CODE]
             load -= delta
             np.minimum(load, 1.0 - held * unit, out=load)
@@ -97,10 +98,9 @@ class Scorer:
         t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE], now)
         if not tasks:
             return t, None
-        reported = a["val"][LOAD_CODE, rows]
-        reported[~(a["exp"][LOAD_CODE, rows] > now)] = 0.0
+        reported = np.where(a["exp"][LOAD_CODE, idx] > now, a["val"][LOAD_CODE, idx], 0.0)
         if delta is None:
-            return t, reported / a["unit_eff"][rows]
+            return t, reported / a["unit_eff"][idx]
         reported += delta
         np.maximum(reported, 0.0, out=reported)
         reported /= unit
@@ -215,7 +215,7 @@ class Scorer:
             return np.full(dims.shape[1], 0.5)
         num: np.ndarray = wp @ dims
         speed_w = wp[CAPACITY_CODE] + wp[LATENCY_CODE]
-        if speed_w <= 0:
+        if speed_w <= 0 or not self.speed.learned_any():
             out: np.ndarray = num / total
             return out
         known = rows >= 0

@@ -65,6 +65,7 @@ class LiveSignals:
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
         """(6, len(rows)) effective dimension scores of known rows."""
         a = self.table.arrays
+        rows = self.table.span(rows)  # type: ignore[assignment]
         t = a["exp"][:, rows] - now
         np.maximum(t, 0.0, out=t)
         t *= a["k"][:, rows]

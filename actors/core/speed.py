@@ -133,9 +133,10 @@ class Speed:
         """Completion time of one more task on each row holding ``tasks`` (estimated);
         ``speed_scores``: the reported speed of each row (0.5 when it reports none)."""
         t = self.table.arrays
+        work = self.work(rows, speed_scores)
+        rows = self.table.span(rows)  # type: ignore[assignment]
         par = t["parallel"][rows]
         n = t["work_n"][rows]
-        work = self.work(rows, speed_scores)
         queue = tasks + 1.0
         queue /= par
         np.maximum(queue, 1.0, out=queue)
@@ -153,6 +154,10 @@ class Speed:
         good: it would get too little work to be measured again)."""
         t = self.table.arrays
         prior = np.maximum(speed_scores, _MIN_SPEED_SCORE)
+        if not self._learned:  # no completion anywhere yet: the prior alone
+            np.divide(self.median_work_s() * 0.5, prior, out=prior)
+            return prior
+        rows = self.table.span(rows)  # type: ignore[assignment]
         np.divide(self.median_work_s() * 0.5 * _WORK_PRIOR_N, prior, out=prior)
         n = t["work_n"][rows]
         work: np.ndarray = t["work_s"][rows] * n
@@ -172,9 +177,15 @@ class Speed:
         out: np.ndarray = np.where(unmeasured, declared, par)
         return out
 
+    def learned_any(self) -> bool:
+        """Whether any completion has taught this shard a task time yet."""
+        return self._learned > 0
+
     def measured_share(self, rows: np.ndarray) -> np.ndarray:
         """How far measurement has replaced the reported speed (0: not at all, toward 1)."""
-        n = self.table["work_n"][rows]
+        if not self._learned:
+            return np.zeros(len(rows))
+        n = self.table["work_n"][self.table.span(rows)]
         out: np.ndarray = n / (n + _WORK_PRIOR_N)
         return out
 

@@ -123,5 +123,16 @@ class AgentTable:
         for listener in self._on_remove:
             listener(removed, moved)
 
+    def span(self, rows: np.ndarray) -> np.ndarray | slice:
+        """``rows`` as an index for reads: when they are every row in order, a slice (a
+        view, where a fancy index would copy each array read), else the rows themselves.
+        Only to read from (a view writes through)."""
+        n = len(rows)
+        full = n > 64 and n == self.n and rows[0] == 0 and rows[-1] == n - 1
+        # Increasing, n of them, from 0 to n - 1: every row in order.
+        if full and bool((rows[1:] > rows[:-1]).all()):
+            return slice(0, n)
+        return rows
+
     def row(self, agent_id: str) -> int | None:
         return self.index.get(agent_id)

@@ -380,7 +380,10 @@ def test_delete_removes_state_and_history_and_keeps_others_intact(state) -> None
     assert state.delete("a3") and not state.delete("a3")
     assert "a3" not in state and len(state) == 9
     after = state.scores([f"a{i}" for i in range(10) if i != 3])
-    assert {k: v.score for k, v in after.items()} == {k: before[k].score for k in after}
+    # Equal up to the last bits a vectorised dot product may order differently.
+    assert {k: v.score for k, v in after.items()} == pytest.approx(
+        {k: before[k].score for k in after}, abs=1e-12
+    )
     state.ingest_dicts([sig("a3", "LOAD", 0.9)])
     assert state.agent("a3").history_length == 1  # a fresh start, no old history
 
