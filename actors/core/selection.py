@@ -326,9 +326,11 @@ def partial_select(
     in_time = req.strategy == "balanced" or req.deadline_s is not None
     dims: np.ndarray | None = None
     tasks: np.ndarray | None = None
+    scores: np.ndarray | None = None
     if cand_ids is not None or in_time:
         known, dims, tasks = scorer.known_dims(rows, now, tasks=in_time)
-        scores = w @ dims
+        if not in_time or req.min_score is not None:  # else only the picks' are needed
+            scores = w @ dims
     else:
         known = np.ones(len(rows), bool)
         scores = scorer.all_scores(w, now)
@@ -337,17 +339,22 @@ def partial_select(
     blocked = scorer.blocked(rows, now)
     if blocked is not None and not blocked.all():  # all blocked: a panic, route to all
         keep = np.flatnonzero(~blocked)
-        rows, scores, known = rows[keep], scores[keep], known[keep]
+        rows, known = rows[keep], known[keep]
+        scores = None if scores is None else scores[keep]
         dims = None if dims is None else dims[:, keep]
         tasks = None if tasks is None else tasks[keep]
         cand_ids = None if cand_ids is None else [cand_ids[i] for i in keep.tolist()]
-    ok = np.flatnonzero(scores >= req.min_score) if req.min_score is not None else None
+    ok = None
+    if req.min_score is not None:
+        assert scores is not None
+        ok = np.flatnonzero(scores >= req.min_score)
     predicted = None
     if in_time:
         assert dims is not None
         predicted = scorer.predicted(rows, dims, now, tasks)
         ranks = scorer.ranks(req, rows, dims, w, predicted, now)
     else:
+        assert scores is not None
         ranks = scores
     elig = ranks if ok is None else ranks[ok]
     fetch = shard_fetch_size(req)
@@ -377,7 +384,7 @@ def partial_select(
         [ids[r] for r in sel_rows.tolist()]
         if cand_ids is None
         else [cand_ids[i] for i in pos.tolist()],
-        scores[pos],
+        w @ sel_dims if scores is None else scores[pos],
         keys,
         np.ascontiguousarray(sel_dims.T),
         sel_known,

@@ -35,6 +35,9 @@ class AgentTable:
         self.specs: dict[str, ArraySpec] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self._on_remove: list[RemoveListener] = []
+        # The last ``span`` asked and its answer (arrays are not hashable: by identity;
+        # a new array is a new question, and rows are never written in place).
+        self._span: tuple[np.ndarray | None, np.ndarray | slice] = (None, slice(0, 0))
 
     # ------------------------------------------------------------------ registry
     def register(self, name: str, lead: tuple[int, ...], dtype: Any, fill: float) -> None:
@@ -127,12 +130,16 @@ class AgentTable:
         """``rows`` as an index for reads: when they are every row in order, a slice (a
         view, where a fancy index would copy each array read), else the rows themselves.
         Only to read from (a view writes through)."""
+        if rows is self._span[0]:  # asked again for the same array (one selection)
+            return self._span[1]
         n = len(rows)
         full = n > 64 and n == self.n and rows[0] == 0 and rows[-1] == n - 1
         # Increasing, n of them, from 0 to n - 1: every row in order.
+        out: np.ndarray | slice = rows
         if full and bool((rows[1:] > rows[:-1]).all()):
-            return slice(0, n)
-        return rows
+            out = slice(0, n)
+        self._span = (rows, out)
+        return out
 
     def row(self, agent_id: str) -> int | None:
         return self.index.get(agent_id)
