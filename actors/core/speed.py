@@ -19,7 +19,8 @@ Per agent, from successful completions (a failure's time says nothing about real
 that is, its own time while a slot is free, and the queue's drain time beyond. Agents
 with no completions yet use priors: the shard's median ``work_s`` (``default_service_s``
 while it has none), scaled by the speed the agent reports (CAPACITY, or 1 - LATENCY:
-0.5 is the median agent, 1.0 twice as fast), and for agents whose callers report no
+0.5 is the median agent, 1.0 twice as fast; the median once 8 agents have a learned
+time, ``default_service_s`` before), and for agents whose callers report no
 completions at all, the drain rate learned from their LOAD reports (``learning``).
 """
 
@@ -40,6 +41,7 @@ _PARALLEL_RATE = 0.1  # learning rate of the parallelism
 # agent's queue, not its time, reacts to a sudden slowdown: see ``InFlight.tasks``).
 _WORK_MEMORY = 200
 _WORK_PRIOR_N = 5.0  # completions the prior task time counts as
+MEDIAN_MIN_AGENTS = 8  # agents with a learned task time before their median is the prior
 _WAITED = 0.1  # a wait shorter than this share of work_s is no wait
 _MIN_SPEED_SCORE = 0.05  # a reported speed of 0 is "very slow", not "never"
 
@@ -77,7 +79,7 @@ class Speed:
         t["work_s"][row] = work if first else old + (work - old) / n
         t["work_n"][row] = n
         self._learned += 1
-        self._refresh_median()
+        self._refresh_median(force=first)
         if duration_s is None or seen_s is None or ahead < 0:
             return
         mean = float(t["work_s"][row])
@@ -107,16 +109,19 @@ class Speed:
         learned): the prior of agents with few completions."""
         return self._median
 
-    def _refresh_median(self) -> None:
-        """Recomputed as completions are learned (at powers of two, then every 100):
-        in ``learn``, not on a read, so a WAL replay (which reads nothing) rebuilds the
-        same figure the verbs built."""
+    def _refresh_median(self, force: bool) -> None:
+        """Recomputed as completions are learned (an agent's first, then at powers of
+        two, then every 100): in ``learn``, not on a read, so a WAL replay (which reads
+        nothing) rebuilds the same figure the verbs built."""
         learned = self._learned
-        if learned & (learned - 1) and (learned < 1024 or learned % 100):
+        if not force and learned & (learned - 1) and (learned < 1024 or learned % 100):
             return
         n = self.table.n
         known = self.table["work_s"][:n][self.table["work_n"][:n] > 0]
-        self._median = float(np.median(known)) if len(known) else self.cfg.default_service_s
+        # A median of a few agents is one shard's accident, and shards must agree on the
+        # prior for a selection over several of them to rank as one shard would.
+        enough = len(known) >= MEDIAN_MIN_AGENTS
+        self._median = float(np.median(known)) if enough else self.cfg.default_service_s
 
     def state_json(self) -> dict[str, float]:
         """What a snapshot keeps besides the arrays: the prior as last computed."""

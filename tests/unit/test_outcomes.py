@@ -113,15 +113,22 @@ def test_a_fast_failing_agent_that_looks_idle_stops_getting_work(clock) -> None:
 
 def test_predicted_s_uses_priors_until_completions_then_the_measurement(clock) -> None:
     state = ShardState(ShardConfig(default_service_s=2.0), clock=clock, seed=1)
-    state.ingest_dicts([sig("fast", "CAPACITY", 1.0), sig("plain", "LOAD", 0.0)])
+    plain = [f"plain-{i}" for i in range(8)]
+    state.ingest_dicts(
+        [sig("fast", "CAPACITY", 1.0, ttl_s=3600)] + [sig(a, "LOAD", 0.0) for a in plain]
+    )
     # No completion anywhere: default_service_s, scaled by the reported speed.
-    assert state.agent("plain").predicted_s == pytest.approx(2.0)
+    assert state.agent("plain-0").predicted_s == pytest.approx(2.0)
     assert state.agent("fast").predicted_s == pytest.approx(1.0, rel=0.05)
     for _ in range(50):
-        run_task(state, "plain", True, clock, 0.2)
-    # The measurement replaces the prior (shrunk by a few pseudo-completions) ...
-    assert state.agent("plain").predicted_s == pytest.approx(0.2, rel=0.1)
-    # ... and the shard's median becomes the prior of agents without completions.
+        run_task(state, "plain-0", True, clock, 0.2)
+    # The measurement replaces the prior, shrunk toward it by 5 pseudo-completions ...
+    assert state.agent("plain-0").predicted_s == pytest.approx((50 * 0.2 + 5 * 2.0) / 55)
+    # ... and once 8 agents have a learned time, their median becomes the prior of
+    # agents without completions (one agent's is not: shards must agree on the prior).
+    assert state.agent("fast").predicted_s == pytest.approx(1.0, rel=0.05)
+    for a in plain[1:]:
+        run_task(state, a, True, clock, 0.2)
     assert state.agent("fast").predicted_s == pytest.approx(0.1, rel=0.1)
 
 
