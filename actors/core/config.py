@@ -100,7 +100,10 @@ class ShardConfig(BaseModel):
     )
     ejection_max_s: float = Field(300.0, gt=0.0, le=86_400.0, description="longest ejection")
     max_ejected_fraction: float = Field(
-        0.5, ge=0.0, le=1.0, description="most of a shard's agents ejected at once"
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="most of a shard's agents ejected at once (at least one)",
     )
     probe_tasks: int = Field(
         1, ge=1, le=1_000, description="tasks a probing agent runs at once after an ejection"

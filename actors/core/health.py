@@ -15,7 +15,7 @@ keeps per agent:
   failure ejects it again) → ``healthy``. An agent
   healthy for a whole ``ejection_max_s`` after an ejection starts its back-off afresh.
 
-No more than ``max_ejected_fraction`` of a shard's agents is ejected at once (Envoy's
+No more than ``max_ejected_fraction`` of a shard's agents (at least one) is ejected at once (Envoy's
 max ejection percent); a selection whose every candidate is unhealthy routes to them all
 (a panic, rather than no answer). The states move lazily: an ejection that has run out is
 ``probing`` from the next read on, so nothing runs on a timer.
@@ -26,6 +26,7 @@ with snapshots, and a WAL replay rebuilds it (each completion replays at its own
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -105,13 +106,19 @@ class Health:
         if weight - mine <= 1e-9:
             return False  # nobody to compare with
         others = (weighted - mine * rate) / (weight - mine)
-        return rate < others - cfg.eject_success_gap
+        # Far below even allowing for its sampling noise (one standard error): an agent
+        # that is merely worse than the rest (a 0.75 among 0.87s) is for the success
+        # term of the ranking to send less work, not for ejection (which takes capacity).
+        noise = math.sqrt(max(rate * (1.0 - rate), 0.0) / mine)
+        return rate + noise < others - cfg.eject_success_gap
 
     def _eject(self, row: int, now: float) -> bool:
         t, n, cfg = self.table.arrays, self.table.n, self.cfg
         self.refresh(np.arange(n), now)
-        if (np.count_nonzero(t["health"][:n] == EJECTED) + 1) > cfg.max_ejected_fraction * n:
-            return False  # the cap: this one stays in rotation
+        # The cap (Envoy's max ejection percent), which always lets one agent go.
+        cap = max(1, int(cfg.max_ejected_fraction * n))
+        if np.count_nonzero(t["health"][:n] == EJECTED) + 1 > cap:
+            return False  # this one stays in rotation
         if now - t["ejected_until"][row] > cfg.ejection_max_s:
             t["ejections"][row] = 0  # healthy long enough: the back-off starts afresh
         t["ejections"][row] = min(int(t["ejections"][row]) + 1, _MAX_EJECTIONS)

@@ -19,8 +19,8 @@ Per agent, from successful completions (a failure's time says nothing about real
 that is, its own time while a slot is free, and the queue's drain time beyond. Agents
 with no completions yet use priors: the shard's median ``work_s`` (``default_service_s``
 while it has none), scaled by the speed the agent reports (CAPACITY, or 1 - LATENCY:
-0.5 is the median agent, 1.0 twice as fast; the median once 8 agents have a learned
-time, ``default_service_s`` before), and for agents whose callers report no
+0.5 is the median agent, 1.0 twice as fast; ``default_service_s`` before any completion),
+and for agents whose callers report no
 completions at all, the drain rate learned from their LOAD reports (``learning``).
 """
 
@@ -41,7 +41,11 @@ _PARALLEL_RATE = 0.1  # learning rate of the parallelism
 # agent's queue, not its time, reacts to a sudden slowdown: see ``InFlight.tasks``).
 _WORK_MEMORY = 200
 _WORK_PRIOR_N = 5.0  # completions the prior task time counts as
-MEDIAN_MIN_AGENTS = 8  # agents with a learned task time before their median is the prior
+# Agents with a learned task time before their median is the prior. One: a small fleet's
+# new agents must look like its others, or they are never tried (a default of 1 s beside
+# 20 ms agents starves them); shards that learned different medians rank their new agents
+# differently (BENCHMARKS notes it).
+MEDIAN_MIN_AGENTS = 1
 _WAITED = 0.1  # a wait shorter than this share of work_s is no wait
 _MIN_SPEED_SCORE = 0.05  # a reported speed of 0 is "very slow", not "never"
 
@@ -118,8 +122,6 @@ class Speed:
             return
         n = self.table.n
         known = self.table["work_s"][:n][self.table["work_n"][:n] > 0]
-        # A median of a few agents is one shard's accident, and shards must agree on the
-        # prior for a selection over several of them to rank as one shard would.
         enough = len(known) >= MEDIAN_MIN_AGENTS
         self._median = float(np.median(known)) if enough else self.cfg.default_service_s
 

@@ -122,7 +122,8 @@ def test_assign_complete_describe_and_delete_through_the_router(client) -> None:
     assert view.in_flight == 1 and view.estimated_load == pytest.approx(0.25)
     assert view.labels == {"skill": "sql"}
     # The owner shard saw the assignment: the next selection, from any router, goes on.
-    assert client.select(candidates=["rsv-a", "rsv-b"]).selected[0].agent_id == "rsv-b"
+    second = client.select(candidates=["rsv-a", "rsv-b"], strategy="best").selected[0]
+    assert second.agent_id == "rsv-b"
     assert client.complete("rsv-a", first.assignment_id, ok=True, duration_s=0.5).released
     assert client.agent("rsv-a").in_flight == 0
     assert client.select(require_labels={"skill": "sql"}, k=5).selected[0].agent_id == "rsv-a"
@@ -181,7 +182,7 @@ def test_discovery_from_a_separate_driver(client, ray_session, namespace) -> Non
     code = (
         "import json, actors\n"
         f"c = actors.connect(namespace={namespace!r}, address={address!r})\n"
-        "r = c.select(candidates=['proc-a', 'proc-b'], weights={'cost': 1})\n"
+        "r = c.select(candidates=['proc-a', 'proc-b'], weights={'cost': 1}, strategy='best')\n"
         "c.register([{'agent_id': 'from-proc', 'signal_type': 'LOAD', 'value': 0.3}])\n"
         "print(json.dumps({'best': r.selected[0].agent_id}))\n"
     )
