@@ -22,7 +22,6 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
-    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
@@ -308,18 +307,9 @@ class SelectRequest(BaseModel):
         le=86_400.0,
         allow_inf_nan=False,
         description="among agents predicted to finish one more task within this, the most "
-        "preferred; when none can, the soonest (deadline_at_risk)",
+        "preferred (weighted: its pool is those); when none can, the soonest "
+        "(deadline_at_risk)",
     )
-
-    @field_validator("deadline_s")
-    @classmethod
-    def _deadline_needs_a_ranking(cls, v: float | None, info: ValidationInfo) -> float | None:
-        if v is not None and info.data.get("strategy") == "weighted":
-            raise ValueError(
-                "deadline_s ranks agents by predicted time; the weighted strategy samples "
-                "by score: use balanced, best or p2c"
-            )
-        return v
 
     @model_validator(mode="before")
     @classmethod

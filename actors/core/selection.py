@@ -17,9 +17,10 @@ the weighted mean of every dimension but load (load is what ``predicted_s`` meas
 seconds): the most preferred agent (1) wins over the least (0) only while its predicted
 time is within ``1 + preference_price`` times the other's, so a preference never becomes
 an unbounded queue. The rank is ``-log(cost)``, so the balanced tolerance is a fraction
-of the cost. With ``deadline_s`` (balanced, best, p2c), agents predicted within it rank
-first, by preference; the rest after, soonest first. A probing agent with no probe
-running ranks first: it is owed the probe that decides whether it is back.
+of the cost. With ``deadline_s`` (any strategy), agents predicted within it rank first,
+by preference, the rest after, soonest first: ``weighted`` then draws its pool from
+them. A probing agent with no probe running ranks first: it is owed the probe that
+decides whether it is back.
 
 Health: ejected agents, and probing agents whose probes are running, are passed over,
 unless that leaves none of this shard's candidates (a panic: all are considered).
