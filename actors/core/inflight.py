@@ -307,17 +307,21 @@ class InFlight:
         tasks (``unit``); for an agent whose callers report completions, never fewer than
         the tasks open on it: a stuck or lying LOAD report is overruled by what is
         measured."""
+        return self.tasks_after(rows, now, self.deltas(rows, now))
+
+    def tasks_after(self, rows: np.ndarray, now: float, delta: np.ndarray | None) -> np.ndarray:
+        """``tasks`` for a caller that already has ``deltas(rows, now)``."""
         t = self.table.arrays
-        live = t["exp"][LOAD_CODE, rows] > now
-        load = np.where(live, t["val"][LOAD_CODE, rows], 0.0)
-        d = self.deltas(rows, now)
-        if d is not None:
-            load += d
-        tasks: np.ndarray = np.maximum(load, 0.0) / t["unit_eff"][rows]
-        if self.flights:
-            measured = np.where(t["completes"][rows], t["open_n"][rows], 0)
-            np.maximum(tasks, measured, out=tasks)
-        return tasks
+        idx = self.table.span(rows)
+        load = np.where(t["exp"][LOAD_CODE, idx] > now, t["val"][LOAD_CODE, idx], 0.0)
+        if delta is None:  # nothing in flight anywhere: nothing measured either
+            load /= t["unit_eff"][idx]
+            return load
+        load += delta
+        np.maximum(load, 0.0, out=load)
+        load /= t["unit_eff"][idx]
+        np.maximum(load, t["open_n"][idx] * t["completes"][idx], out=load)
+        return load
 
     def measured_rows(self) -> np.ndarray:
         """Rows whose open tasks are a measurement (their callers report completions)."""

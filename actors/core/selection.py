@@ -83,31 +83,18 @@ class Scorer:
         ``InFlight.tasks`` estimate), sharing one pass over the in-flight estimate."""
         t = self.signals.dims(rows, now)
         delta = self.inflight.deltas(rows, now)
-        a = self.table.arrays
-        held = None
-        idx = self.table.span(rows)
         if delta is not None:
             # Tasks since the report are known for sure: they shift the (decayed) load
             # score undecayed; the tasks measured open bound it (a stuck report). Kept a
             # score in [0, 1].
-            unit = a["unit_eff"][idx]
-            held = a["open_n"][idx] * a["completes"][idx]
+            a, idx = self.table.arrays, self.table.span(rows)
+            held = a["open_n"][idx] * a["completes"][idx] * a["unit_eff"][idx]
             load = t[LOAD_CODE]
             load -= delta
-            np.minimum(load, 1.0 - held * unit, out=load)
+            np.minimum(load, 1.0 - held, out=load)
             np.clip(load, 0.0, 1.0, out=load)
         t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE], now)
-        if not tasks:
-            return t, None
-        reported = np.where(a["exp"][LOAD_CODE, idx] > now, a["val"][LOAD_CODE, idx], 0.0)
-        if delta is None:
-            return t, reported / a["unit_eff"][idx]
-        reported += delta
-        np.maximum(reported, 0.0, out=reported)
-        reported /= unit
-        assert held is not None
-        np.maximum(reported, held, out=reported)
-        return t, reported
+        return t, self.inflight.tasks_after(rows, now, delta) if tasks else None
 
     def known_dims(
         self, rows: np.ndarray, now: float, tasks: bool = False
