@@ -16,6 +16,7 @@ from actors.core.errors import (
     NotFound,
     PayloadTooLarge,
     RippleError,
+    Saturated,
     Unavailable,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RippleError",
+    "Saturated",
     "Unavailable",
     "connect",
     "connect_async",

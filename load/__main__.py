@@ -17,6 +17,8 @@ BENCHMARKS = {
     "capacity": "load.capacity",
     "routing": "load.routing",
     "outcomes": "load.outcomes",
+    "flow": "load.flow",
+    "flow-e2e": "load.flow_e2e",
     "overload": "load.overload",
     "serve-router": "load.serve_router",
     "litellm": "load.litellm_router",

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from actors.core.config import ShardConfig
+from actors.core.errors import Saturated
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
 from load.common import Report, base_parser, lower_of_two, section, write_simulation
@@ -307,7 +308,10 @@ class Ripple(Router):
         self.state.ingest_arrays([self.ids[a] for a in agents], ["LOAD"] * len(agents), loads)
 
     def pick(self, now: float, world: World) -> tuple[int, Any]:
-        s = self.state.select(self.req).selected[0]
+        try:
+            s = self.state.select(self.req).selected[0]
+        except Saturated:  # every agent at its max_concurrency: the task waits here
+            return -1, None
         return self.row[s.agent_id], s.assignment_id
 
     def completed(self, now: float, agent: int, token: Any, ok: bool, duration_s: float) -> None:
@@ -377,6 +381,18 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
         started[task] = (now, dur)
 
     started: dict[int, tuple[float, float]] = {}
+    # Tasks held at the router while every agent is at its max_concurrency (Ripple's
+    # admission; DESIGN §4): bound to an agent when a completion frees a slot.
+    parked: deque[int] = deque()
+
+    def place(a: int, task: int, token: Any, now: float) -> None:
+        where[task], tokens[task] = a, token
+        agent = world.agents[a]
+        if agent.running < SLOTS:
+            start(a, task, now)
+        else:
+            agent.waiting.append((task, token))
+
     while events:
         now, _, kind, x = heapq.heappop(events)
         if now > sc.duration_s + 120:
@@ -384,12 +400,10 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
         clock_cell[0] = world.now = now
         if kind == "arrive":
             a, token = router.pick(now, world)
-            where[x], tokens[x] = a, token
-            agent = world.agents[a]
-            if agent.running < SLOTS:
-                start(a, x, now)
+            if a < 0:
+                parked.append(x)
             else:
-                agent.waiting.append((x, token))
+                place(a, x, token, now)
             if x + 1 < len(arrivals):
                 heapq.heappush(events, (float(arrivals[x + 1]), next(seq), "arrive", x + 1))
         elif kind == "done":
@@ -404,6 +418,11 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
             if agent.waiting:
                 nxt, _ = agent.waiting.popleft()
                 start(a, nxt, now)
+            while parked:  # a slot freed: tasks Ripple held back are bound now
+                a, token = router.pick(now, world)
+                if a < 0:
+                    break
+                place(a, parked.popleft(), token, now)
         elif now < sc.duration_s:  # a report phase
             agents = groups[x].tolist()
             router.report(now, agents, [world.reported_load(a) for a in agents])

@@ -59,6 +59,7 @@ from serve.openapi import (
     AUTH,
     INGEST,
     READ,
+    SELECT,
     SIGNALS_BODY,
     WRITE,
     AgentPath,
@@ -212,7 +213,7 @@ class RippleIngress:
         "/v1/select",
         response_model=SelectResult,
         summary="Choose the best agent(s)",
-        responses=WRITE,
+        responses=SELECT,
     )
     async def select(self, request: Request, req: SelectRequest) -> Response:
         self._caller(request, "router")
@@ -329,7 +330,9 @@ class RippleIngress:
     @app.get("/v1/stats", responses=documented(*AUTH, 500, 503))
     async def stats(self, request: Request) -> dict[str, Any]:
         self._caller(request)
-        return await self.client.stats()
+        # The cluster's state, and this replica's flow-control queue (where the HTTP
+        # selections that wait for headroom wait).
+        return {**await self.client.stats(), "flow": self.router.flow.summary()}
 
     @app.get("/metrics", response_class=PlainTextResponse, responses=documented(*AUTH, 500, 503))
     async def metrics(self, request: Request) -> Response:

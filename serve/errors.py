@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import re
 import uuid
 from typing import Any
@@ -33,6 +34,7 @@ from actors.core.errors import (
     NotFound,
     PayloadTooLarge,
     RippleError,
+    Saturated,
     Unauthorized,
     Unavailable,
 )
@@ -57,6 +59,8 @@ def error_response(err: RippleError, request_id: str) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(err, Unavailable):
         headers["Retry-After"] = str(RETRY_AFTER_S)
+    if isinstance(err, Saturated):  # whole seconds, never 0: when a slot should free
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after_s)))
     if isinstance(err, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="ripple"'
     body = {"error": {**err.to_dict(), "request_id": request_id}}
@@ -222,6 +226,11 @@ class ErrorInfo(BaseModel):
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
     request_id: str
+    # A 429 (``saturated``): why (saturated: nothing freed within wait_s; shed: evicted
+    # from a full queue), when a slot is predicted to free, and how long it waited.
+    reason: str | None = None
+    retry_after_s: float | None = None
+    waited_s: float | None = None
 
 
 class ErrorBody(BaseModel):
@@ -237,6 +246,8 @@ _WORDS = {
     413: "Body too large",
     415: "A write whose body is not JSON (with authentication off)",
     421: "A Host header this service does not answer for (with authentication off)",
+    429: "Saturated: no agent had headroom within wait_s, or the request was shed from a "
+    "full queue; nothing was assigned (Retry-After: when a slot should free)",
     422: "A field failed validation (the body names it)",
     500: "Internal error (quote the request id)",
     503: "A shard is unavailable or overloaded; nothing was applied unless the body says so",

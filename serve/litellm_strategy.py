@@ -13,6 +13,13 @@ measured from durations, ``predicted_s``) is Ripple's core, shared by every rout
 deployment, not a cool-down kept in one process. Run LiteLLM with its own cool-downs off
 (``disable_cooldowns=True``): Ripple's ejections replace them.
 
+Flow control: a request's ``metadata`` may carry ``priority`` (0-9), ``tenant`` and
+``wait_s`` (else LiteLLM's own ``priority`` argument, and its ``user`` as the tenant;
+``wait_s`` defaults to the strategy's). When every deployment of the group is at its
+``max_parallel_requests`` and nothing frees within ``wait_s``, Ripple says saturated and
+the pick raises ``litellm.RateLimitError`` (HTTP 429, with Ripple's ``Retry-After``), so
+LiteLLM's own retries, back-off and fallbacks to other model groups apply.
+
 When Ripple cannot answer, a pick falls back to a random deployment of the group (LiteLLM's
 ``simple-shuffle``) and says so in the log; callbacks that cannot reach Ripple are dropped.
 """
@@ -20,6 +27,7 @@ When Ripple cannot answer, a pick falls back to a random deployment of the group
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from collections import OrderedDict
@@ -31,6 +39,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from litellm.types.router import CustomRoutingStrategyBase
 
 from actors.client.clients import AsyncRippleClient
+from actors.core.errors import Saturated
 from actors.core.models import Weights
 
 log = logging.getLogger(__name__)
@@ -54,6 +63,7 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         weights: dict[str, float] | None = None,
         max_concurrency: int | None = None,
         seed: int | None = None,
+        wait_s: float = 0.0,
     ) -> None:
         CustomLogger.__init__(self)
         self.router = router
@@ -61,6 +71,7 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         # None: the service's default weights (what every other router of it uses).
         self.weights = None if weights is None else Weights.model_validate(weights)
         self.max_concurrency = max_concurrency
+        self.wait_s = wait_s
         self.rng = random.Random(seed)
         self.agent_of: dict[str, str] = {}  # deployment id -> agent id
         self.group_of: dict[str, str] = {}  # agent id -> model group
@@ -69,6 +80,7 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         self.assignment_of: OrderedDict[str, str] = OrderedDict()
         self.picks_by_ripple = 0
         self.picks_by_fallback = 0
+        self.picks_saturated = 0
 
     @classmethod
     def attach(
@@ -107,7 +119,9 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
             by_agent[agent] = d
         try:
             await self._describe_new(model, by_agent)
-            got = await self.client.select(candidates=list(by_agent), k=1, weights=self.weights)
+            got = await self.client.select(
+                candidates=list(by_agent), k=1, weights=self.weights, **self._flow(request_kwargs)
+            )
             self.picks_by_ripple += 1
             pick = got.selected[0]
             call_id = (request_kwargs or {}).get("litellm_call_id")
@@ -116,10 +130,27 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
                 while len(self.assignment_of) > MAX_PENDING_CALLS:
                     self.assignment_of.popitem(last=False)
             return by_agent[pick.agent_id]
+        except Saturated as full:  # LiteLLM's retries and fallbacks take it from here
+            self.picks_saturated += 1
+            raise _rate_limited(model, full) from full
         except Exception as e:  # Ripple unreachable or degraded: LiteLLM's simple-shuffle
             log.warning("Ripple could not pick for %s, picking at random: %s", model, e)
             self.picks_by_fallback += 1
             return self.rng.choice(deployments)
+
+    def _flow(self, request_kwargs: dict[str, object] | None) -> dict[str, Any]:
+        """The request's priority, tenant and wait for Ripple's flow control."""
+        kw = request_kwargs or {}
+        meta = kw.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        out: dict[str, Any] = {"wait_s": float(meta.get("wait_s", self.wait_s))}
+        priority = meta.get("priority", kw.get("priority"))
+        if isinstance(priority, int) and 0 <= priority <= 9:
+            out["priority"] = priority
+        tenant = meta.get("tenant", kw.get("user"))
+        if isinstance(tenant, str) and 0 < len(tenant) <= 128:
+            out["tenant"] = tenant
+        return out
 
     def get_available_deployment(
         self,
@@ -178,3 +209,15 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
             )
         except Exception as e:  # an outcome lost is soft state; the next one corrects it
             log.warning("Ripple did not take the outcome of %s: %s", agent, e)
+
+
+def _rate_limited(model: str, full: Saturated) -> Exception:
+    import litellm
+
+    retry_after = str(max(1, math.ceil(full.retry_after_s)))
+    return litellm.RateLimitError(
+        f"Ripple: every deployment of {model} is at its concurrency ({full.reason})",
+        llm_provider="ripple",
+        model=model,
+        headers={"retry-after": retry_after},
+    )

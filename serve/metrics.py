@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -21,11 +22,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.core.columns import REJECT_REASONS
+from actors.core.flow import NUM_BANDS, jain_index
 from actors.core.health import HEALTH_STATES
 from actors.core.metrics import STORAGE_STEPS, Counters, Histogram
 from actors.core.models import SIGNAL_TYPES, STRATEGIES
 
 OUTCOMES = ("ok", "failed")
+FLOW_REFUSALS = ("saturated", "shed")
+BANDS = tuple(str(b) for b in range(NUM_BANDS))
 PREDICTED = ("true", "false", "insufficient_data")
 
 
@@ -169,6 +173,45 @@ class SnapshotCollector(Collector):
             "Selections answered without every shard.",
             value=m.selections_degraded_total,
         )
+        yield from _flow(m)
+
+
+def _flow(m: Counters) -> Iterator[Metric]:
+    """Flow control (DESIGN §4): every router's queue, summed."""
+    waiting = GaugeMetricFamily(
+        "coordination_flow_waiting",
+        "Selections waiting for headroom in the routers' queues, by priority band.",
+        labels=["priority"],
+    )
+    for band in BANDS:
+        waiting.add_metric([band], m.flow_waiting.get(band, 0))
+    yield waiting
+    yield _histograms(
+        "coordination_flow_wait_seconds",
+        "Time selections waited for headroom (served or refused), by priority band.",
+        "priority",
+        m.flow_wait_s,
+        BANDS,
+    )
+    yield _counter(
+        "coordination_flow_shed_total",
+        "Selections refused with a 429: saturated (no headroom within wait_s) or shed "
+        "(evicted from a full queue).",
+        "reason",
+        m.flow_shed_total,
+        FLOW_REFUSALS,
+    )
+    tenants = sorted(m.flow_demanded)
+    index = jain_index(
+        np.array([m.flow_attained.get(t, 0.0) for t in tenants]),
+        np.array([m.flow_demanded[t] for t in tenants]),
+    )
+    yield GaugeMetricFamily(
+        "coordination_flow_fairness_index",
+        "Jain's index over tenants' attained service (decayed window), each over its "
+        "max-min fair share: 1 is fair, 1/n one tenant took all.",
+        value=1.0 if index is None else index,
+    )
 
 
 def render_metrics(snapshot: dict[str, Any]) -> tuple[bytes, str]:

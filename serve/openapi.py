@@ -16,6 +16,7 @@ AUTH = (401, 403)
 READ = documented(*AUTH, 422, 500, 503)
 AGENT_READ = documented(*AUTH, 404, 422, 500, 503)
 WRITE = documented(400, *AUTH, 413, 415, 422, 500, 503)
+SELECT = documented(400, *AUTH, 413, 415, 422, 429, 500, 503)
 
 
 class IngestBody(BaseModel):

@@ -28,6 +28,16 @@ How it maps onto Ripple:
 - while Ripple cannot be reached (no score yet, or none newer than ``stale_after_s``), or a
   candidate has no score yet, it routes like Serve's default power-of-two router.
 
+Flow control: Serve owns the request here, so Serve's own queueing stays in charge. A
+replica's headroom in Ripple is Serve's ``max_ongoing_requests`` (declared as its
+``max_concurrency``); when every replica is at it, which Ripple would call saturated, this
+router still returns its ranking, each replica refuses what it cannot take, and Serve
+keeps the request in its router and tries again with back-off (bounded by the
+deployment's ``max_queued_requests``, beyond which Serve answers 503 with its
+``BackPressureError``). Ripple's priority bands and tenant fairness apply to selections
+made through Ripple (``/v1/select``, the clients, the LiteLLM strategy), not to requests
+Serve routes.
+
 Several Serve routers (one per proxy and per handle owner) each report their own LOAD for a
 replica; the last report wins, and each router corrects it with its own sends between
 refreshes. With one router per deployment (the common handle case) LOAD is exact.

@@ -7,14 +7,15 @@ Both expose the same methods with the same signatures; each method is the shared
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.client.buffer import SignalBuffer
-from actors.client.ops import ClientOps, FanOutMode, Op
+from actors.client.ops import ClientOps, FanOutMode, Op, WeightsArg, select_request
 from actors.cluster.adapter import drive, drive_sync
 from actors.cluster.deployment import deploy_actors, locate
 from actors.core.config import ServiceConfig
+from actors.core.models import SelectRequest, SelectResult
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,8 +85,25 @@ class AsyncRippleClient(ClientOps):
     register = _async(ClientOps.register_op)
     register_arrays = _async(ClientOps.register_arrays_op)
     register_columns = _async(ClientOps.register_columns_op)
-    select = _async(ClientOps.select_op)
-    select_request = _async(ClientOps.select_request_op)
+
+    async def select_request(self, req: SelectRequest) -> SelectResult:
+        """With ``fan_out="local"``, selections wait in this process's router's
+        flow-control queue (shared by every coroutine using this client)."""
+        if self._local is None:
+            return await self._arun(self.select_request_op(req))
+        picked = await self._local.select(req)
+        self.relay.push_if_due(self._local)
+        return picked
+
+    async def select(
+        self,
+        candidates: Sequence[str] | None = None,
+        k: int = 1,
+        weights: WeightsArg = None,
+        **options: Any,
+    ) -> SelectResult:
+        return await self.select_request(select_request(candidates, k, weights, **options))
+
     scores = _async(ClientOps.scores_op)
     scores_request = _async(ClientOps.scores_request_op)
     agent = _async(ClientOps.agent_op)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from actors.cluster.adapter import Fanout, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ServiceConfig
+from actors.core.errors import Saturated
 from actors.core.models import (
     AgentView,
     CompleteRequest,
@@ -43,10 +45,28 @@ from actors.core.partition import owners, partition
 WeightsArg = Weights | dict[str, float] | None
 log = logging.getLogger(__name__)
 FanOutMode = Literal["router", "local"]
+_SYNC_POLL_S = 0.2  # the longest one blocking long-poll for headroom waits
 
 
 def _weights(weights: WeightsArg) -> Weights | None:
     return Weights(**weights) if isinstance(weights, dict) else weights
+
+
+def select_request(
+    candidates: Sequence[str] | None = None,
+    k: int = 1,
+    weights: WeightsArg = None,
+    **options: Any,
+) -> SelectRequest:
+    """The request a client's ``select(...)`` arguments make (validated)."""
+    return SelectRequest.model_validate(
+        {
+            "candidates": None if candidates is None else list(candidates),
+            "k": k,
+            "weights": _weights(weights),
+            **options,
+        }
+    )
 
 
 class ClientOps:
@@ -117,11 +137,47 @@ class ClientOps:
 
     def select_request_op(self, req: SelectRequest) -> Op[SelectResult]:
         if self._local is not None:
-            picked = yield from self._local.select_op(req)
+            picked = yield from self._local_select_op(req)
             self.relay.push_if_due(self._local)
             return picked
-        result: SelectResult = yield from self._router_op("select", req)
+        # The router may hold it up to its wait: the call's deadline includes that.
+        waits = Fanout(self._routers.transport, self._routers.deadline_s + self._wait_s(req))
+        j = next(self._router_cycle)
+        got = yield waits, {j: ("select", (req,))}
+        result: SelectResult = Fanout.one(got, j)
         return result
+
+    def _wait_s(self, req: SelectRequest) -> float:
+        return min(req.wait_s, self.config.flow.max_wait_s) if req.assign else 0.0
+
+    def _local_select_op(self, req: SelectRequest) -> Op[SelectResult]:
+        """A selection from this process, waiting up to ``wait_s`` for headroom by
+        long-polling the shards (``wait_capacity``). One blocking caller is a queue of
+        one; the async client shares its router's flow-control queue instead
+        (``AsyncRippleClient.select_request``)."""
+        assert self._local is not None
+        t0 = time.monotonic()
+        deadline = t0 + self._wait_s(req)
+        epochs: dict[int, int] = {}
+        while True:
+            try:
+                picked = yield from self._local.select_op(req)
+            except Saturated as refused:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    refused.waited_s = round(time.monotonic() - t0, 6)
+                    raise
+                # Blocking, every shard's answer is awaited: a short poll bounds how
+                # long a slot freed on one shard waits for the quiet others.
+                calls = {
+                    s: ("wait_capacity", (epochs.get(s, -1), min(left, _SYNC_POLL_S)))
+                    for s in range(self.num_shards)
+                }
+                got = yield self._shards, calls
+                epochs.update(got.results)
+                continue
+            picked.waited_s = round(time.monotonic() - t0, 6)
+            return picked
 
     def select_op(
         self,
@@ -130,15 +186,9 @@ class ClientOps:
         weights: WeightsArg = None,
         **options: Any,
     ) -> Op[SelectResult]:
-        req = SelectRequest.model_validate(
-            {
-                "candidates": None if candidates is None else list(candidates),
-                "k": k,
-                "weights": _weights(weights),
-                **options,
-            }
+        return (
+            yield from self.select_request_op(select_request(candidates, k, weights, **options))
         )
-        return (yield from self.select_request_op(req))
 
     def scores_request_op(self, req: ScoresRequest) -> Op[ScoresResult]:
         if self._local is not None:

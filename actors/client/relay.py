@@ -36,7 +36,7 @@ class Relay:
 
     # ---------------------------------------------------------------- pushing
     def _absorb_calls(self, source: str, router: RouterCore) -> Calls:
-        return {j: ("absorb", (source, router.metrics)) for j in range(self.num_routers)}
+        return {j: ("absorb", (source, router.counters())) for j in range(self.num_routers)}
 
     def push_op(self, source: str, router: RouterCore) -> Op[None]:
         """Give every router actor ``router``'s cumulative counters, so scrapes anywhere

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, node_id
+from actors.cluster.waiting import FlowControl
+from actors.core.admission import saturated
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput
 from actors.core.merge import Partial, merge_partials
@@ -31,6 +33,8 @@ from actors.core.models import (
 from actors.core.partition import partition, shard_of
 
 log = logging.getLogger(__name__)
+# Times a selection chooses again when other routers filled all its picks first.
+_RACES = 3
 
 
 class RouterCore:
@@ -39,6 +43,8 @@ class RouterCore:
         self.config = config
         self.rng = np.random.default_rng(seed)
         self.metrics = Counters()
+        # Selections with no headroom wait here (DESIGN §4, "Admission and flow control").
+        self.flow = FlowControl(self.select_once, fanout, config.flow, self.metrics)
         # Counters pushed by routers that live elsewhere (a Serve replica fanning out
         # itself), latest per source: every scrape through any router sees them all.
         self.pushed = PushedCounters()
@@ -62,38 +68,58 @@ class RouterCore:
         return calls
 
     def select_op(self, req: SelectRequest) -> Op[SelectResult]:
-        """The selection as an op (``actors.cluster.adapter.Op``): the router actor and a
-        Serve replica drive it awaiting, the sync client blocking."""
+        """The selection without waiting, as an op (``actors.cluster.adapter.Op``): the
+        router actor and a Serve replica drive it awaiting, the sync client blocking.
+        An assigning selection that finds no candidate with headroom raises
+        ``Saturated`` (waiting is ``select``'s, in the flow-control queue). One whose
+        picks were all filled by other routers between its two steps chooses again."""
         t0 = time.perf_counter()
-        got = yield self.fanout, self._select_calls(req)
-        self.fanout.all_ok(got)
-        parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
-        result, chosen = merge_partials(
-            parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
-        )
-        if req.assign and result.selected:
-            yield from self._assign(result)
+        for attempt in range(_RACES):
+            got = yield self.fanout, self._select_calls(req)
+            self.fanout.all_ok(got)
+            parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
+            result, chosen = merge_partials(
+                parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
+            )
+            full = sum(p.full for p in parts)
+            lost = (yield from self._assign(result)) if req.assign and result.selected else 0
+            if not (lost and not result.selected and attempt + 1 < _RACES):
+                break
         self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
+        if req.assign and (full or lost) and not result.selected:
+            raise saturated(full + lost, min(p.free_in_s for p in parts))
         return result
 
-    async def select(self, req: SelectRequest) -> SelectResult:
+    async def select_once(self, req: SelectRequest) -> SelectResult:
         return await drive(self.select_op(req))
 
-    def _assign(self, result: SelectResult) -> Op[None]:
-        """Record the tasks on the owners. A shard that misses the deadline, or whose
-        storage refused the record, leaves its agents without an assignment id: chosen,
-        but not counted in flight, and the answer says ``degraded``."""
+    async def select(self, req: SelectRequest) -> SelectResult:
+        """The selection, waiting up to ``wait_s`` for headroom when none has any."""
+        return await self.flow.select(req)
+
+    def _assign(self, result: SelectResult) -> Op[int]:
+        """Record the tasks on the owners, on agents that still have headroom. A shard
+        that misses the deadline, or whose storage refused the record, leaves its agents
+        without an assignment id: chosen, but not counted in flight, and the answer says
+        ``degraded``. An agent that another router filled meanwhile is dropped from the
+        answer (none left: a saturated answer)."""
         by_shard: dict[int, list[str]] = {}
         for s in result.selected:
             if s.known:
                 by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
-        got = yield self.fanout, {s: ("assign", (ids,)) for s, ids in by_shard.items()}
+        got = yield self.fanout, {s: ("assign", (ids, True)) for s, ids in by_shard.items()}
         if got.degraded:
             self._log_degraded("assign", got)
             result.degraded = True
         ids = {a: aid for part in got.results.values() for a, aid in part.items()}
+        answered = {a for s in got.results for a in by_shard[s]}
+        picked = len(result.selected)
+        result.selected = [
+            sel for sel in result.selected if sel.agent_id in ids or sel.agent_id not in answered
+        ]
         for sel in result.selected:
             sel.assignment_id = ids.get(sel.agent_id)
+        return picked - len(result.selected)  # filled by another router meanwhile
 
     def _record(self, strategy: str, ages: np.ndarray, took_s: float, got: Gathered) -> None:
         self.metrics.record_selection(strategy, ages, took_s)
@@ -227,7 +253,12 @@ class RouterCore:
     async def own_metrics(self) -> dict[str, Any]:
         """This router's own counters (selections it merged, degraded answers), and the
         latest counters each outside router pushed here (silent ones forgotten)."""
-        return {"metrics": self.metrics, "pushed": self.pushed.current()}
+        return {"metrics": self.counters(), "pushed": self.pushed.current()}
+
+    def counters(self) -> Counters:
+        """This router's counters, with its flow-control gauges as of now."""
+        self.metrics.flow_attained, self.metrics.flow_demanded = self.flow.fairness()
+        return self.metrics
 
     async def absorb(self, source: str, metrics: Counters) -> None:
         """Keep an outside router's cumulative counters (each push replaces the last)."""

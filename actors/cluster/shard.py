@@ -9,6 +9,7 @@ is synchronous CPU work, so no coroutine awaits in the middle of changing state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -74,6 +75,10 @@ class ShardActor(PickledCalls):
             before_apply=gate,
             after_apply=commit,
         )
+        # Late binding (``actors.core.admission``): routers with waiting selections
+        # long-poll ``wait_capacity``; any call that may free a slot wakes them.
+        self._epoch_seen = self.state.capacity_epoch
+        self._woken: asyncio.Event | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._durability_task: asyncio.Task[None] | None = None
         self.sweeps = 0
@@ -99,6 +104,32 @@ class ShardActor(PickledCalls):
         if self.durable is not None:
             await self.durable.commit()
 
+    async def call(self, method: str, blob: bytes) -> bytes:
+        out = await super().call(method, blob)
+        self._wake_if_freed()
+        return out
+
+    def _wake_if_freed(self) -> None:
+        epoch = self.state.capacity_epoch
+        if epoch != self._epoch_seen:
+            self._epoch_seen = epoch
+            if self._woken is not None:
+                self._woken.set()
+                self._woken = None
+
+    async def wait_capacity(self, seen: int, timeout_s: float) -> int:
+        """A long-poll: return the capacity epoch as soon as it differs from ``seen`` (a
+        slot may have freed), or after ``timeout_s``."""
+        self._ensure_sweeper()
+        self._wake_if_freed()
+        if self.state.capacity_epoch == seen:
+            if self._woken is None:
+                self._woken = asyncio.Event()
+            woken = self._woken
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout_s)
+        return self.state.capacity_epoch
+
     def _ensure_sweeper(self) -> None:
         # Created lazily: the constructor does not run inside the actor's event loop.
         loop = asyncio.get_running_loop()
@@ -117,6 +148,7 @@ class ShardActor(PickledCalls):
                 await self._writable()
                 self.state.sweep()
                 self.sweeps += 1
+                self._wake_if_freed()
             except StorageUnavailable:  # not applied; the storage's state is reported
                 self.failed_sweeps += 1
             except Exception:  # a failed sweep must not stop future ones, nor go unseen
@@ -146,8 +178,8 @@ class ShardActor(PickledCalls):
         self._ensure_sweeper()
         return self.state.partial_select(req)
 
-    async def assign(self, agent_ids: list[str]) -> dict[str, str]:
-        out = self.state.assign(agent_ids)
+    async def assign(self, agent_ids: list[str], admit: bool = False) -> dict[str, str]:
+        out = self.state.assign(agent_ids, admit=admit)
         await self._commit()
         return out
 

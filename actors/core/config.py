@@ -166,6 +166,31 @@ class HttpConfig(BaseModel):
     )
 
 
+class FlowConfig(BaseModel):
+    """Each router's flow-control queue (DESIGN §4, "Admission and flow control")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_wait_s: float = Field(
+        30.0, ge=0.0, le=300.0, description="the longest a selection may wait for headroom"
+    )
+    max_waiting_per_band: int = Field(
+        1000, ge=1, le=1_000_000, description="waiters per priority band in one router"
+    )
+    max_waiting: int = Field(
+        10_000, ge=1, le=1_000_000, description="waiters in one router (all bands)"
+    )
+    fairness_half_life_s: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="memory of each tenant's attained service"
+    )
+    max_tenants: int = Field(
+        10_000, ge=1, le=1_000_000, description="tenants whose service a router remembers"
+    )
+    dispatch_tries: int = Field(
+        8, ge=1, le=1000, description="waiters tried per freed-capacity notice"
+    )
+
+
 class DurabilityConfig(BaseModel):
     """Snapshots and the write-ahead log of every shard (DESIGN §10), as Redis's RDB + AOF.
 
@@ -219,6 +244,7 @@ class ServiceConfig(BaseSettings):
     shard: ShardConfig = ShardConfig()
     http: HttpConfig = HttpConfig()
     durability: DurabilityConfig = DurabilityConfig()
+    flow: FlowConfig = FlowConfig()
     # Fractional by default: two shards, a router and a Serve replica at 1 CPU each would not
     # fit a 2-CPU laptop and would wait forever for placement.
     shard_num_cpus: float = Field(0.25, ge=0.0, description="logical CPUs per shard")
@@ -324,7 +350,7 @@ def settings_table(model: type[BaseModel] = ServiceConfig, key: str = "", env: s
         lines.append("| --- | --- | --- | --- |")
     for name, field in model.model_fields.items():
         default = field.default
-        if name in ("shard", "http", "durability"):
+        if name in ("shard", "http", "durability", "flow"):
             lines.append(settings_table(type(default), f"{key}{name}.", f"{env}{name.upper()}__"))
             continue
         if isinstance(default, BaseModel):

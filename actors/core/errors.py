@@ -108,6 +108,40 @@ class MethodNotAllowed(RippleError):
     http_status = 405
 
 
+class Saturated(RippleError):
+    """No candidate had headroom within the request's ``wait_s`` (``reason``
+    "saturated"), or the request was evicted from a full flow-control queue ("shed").
+    Nothing was assigned; ``retry_after_s`` is when a slot is predicted to free."""
+
+    code = "saturated"
+    http_status = 429
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_s: float = 1.0,
+        reason: str = "saturated",
+        waited_s: float = 0.0,
+    ) -> None:
+        super().__init__(message, details)
+        self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.waited_s = waited_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.message, self.details, self.retry_after_s, self.reason, self.waited_s)
+        return (type(self), args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "reason": self.reason,
+            "retry_after_s": self.retry_after_s,
+            "waited_s": self.waited_s,
+        }
+
+
 class InternalError(RippleError):
     """A bug on our side: the caller gets this and a request id, the log the traceback."""
 

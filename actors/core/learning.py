@@ -49,6 +49,7 @@ class Rates:
         self.default_unit = default_unit
         self.assignment_ttl_s = assignment_ttl_s
         self.drain_learned = False  # no drain rate anywhere: estimates skip that part
+        self.limits_version = 0  # advances when an agent's concurrency becomes known
         table.register("max_concurrency", (), np.float64, np.nan)  # declared
         table.register("unit", (), np.float64, np.nan)  # learned load per task
         # The load per task in force (declared, else learned, else the default), kept up
@@ -73,6 +74,7 @@ class Rates:
 
     def declare(self, row: int, max_concurrency: int) -> None:
         self.table["max_concurrency"][row] = max_concurrency
+        self.limits_version += 1
         self._set_unit(row)
 
     def _set_unit(self, row: int) -> None:
@@ -86,6 +88,8 @@ class Rates:
         sample = load_moved / net_tasks
         if UNIT_BOUNDS[0] <= sample <= UNIT_BOUNDS[1]:
             old = self.table["unit"][row]
+            if not old > 0:
+                self.limits_version += 1
             self.table["unit"][row] = sample if not old > 0 else old + _UNIT_EWMA * (sample - old)
             self._set_unit(row)
 

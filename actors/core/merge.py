@@ -34,6 +34,10 @@ class Partial:
     ranks: np.ndarray = field(default_factory=lambda: np.empty(0))
     predicted_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     health: np.ndarray = field(default_factory=lambda: np.empty(0, np.int8))
+    # Assigning selections: candidates passed over for want of headroom, and when the
+    # soonest of them is predicted to free a slot (the Retry-After of a refusal).
+    full: int = 0
+    free_in_s: float = float("inf")
 
     @classmethod
     def empty(cls) -> Partial:
@@ -92,6 +96,8 @@ def concat(parts: list[Partial]) -> Partial:
         ranks=np.concatenate([p.order_keys() for p in parts]),
         predicted_s=np.concatenate([_or_nan(p.predicted_s, len(p.scores)) for p in parts]),
         health=np.concatenate([_or_healthy(p.health, len(p.scores)) for p in parts]),
+        full=sum(p.full for p in parts),
+        free_in_s=min(p.free_in_s for p in parts),
     )
 
 

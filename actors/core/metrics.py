@@ -50,6 +50,7 @@ SELECTION_BUCKETS_S: tuple[float, ...] = (
 )
 SIGNAL_AGE_BUCKETS_S: tuple[float, ...] = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 SNAPSHOT_BUCKETS_S: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+FLOW_WAIT_BUCKETS_S: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 @dataclass
@@ -103,6 +104,7 @@ STORAGE_STEPS = ("append", "fsync", "open", "snapshot", "rebuild")
 # kind: a table of counts by label, a table of histograms by label (with their bounds), a
 # histogram, a single count, or a gauge (a value as of now, not summed over time).
 _TABLE, _HISTS, _HIST, _COUNT, _GAUGE = "table", "hists", "hist", "count", "gauge"
+_GAUGES = "gauges"  # gauges by label (summed over sources like a gauge)
 
 
 _TABLE_FIELD = {"kind": _TABLE}
@@ -147,6 +149,17 @@ class Counters:
     agents_ejected: int = field(default=0, metadata=_GAUGE_FIELD)
     agents_probing: int = field(default=0, metadata=_GAUGE_FIELD)
     agents: int = field(default=0, metadata=_GAUGE_FIELD)
+    # Flow control (routers; DESIGN §4): refusals by reason (saturated, shed), the wait
+    # of each request that waited, by priority; waiting requests by priority; and each
+    # tenant's decayed attained service and demand (Jain's index is computed from their
+    # sums at scrape time, so it is the whole cluster's, not an average of routers').
+    flow_shed_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    flow_wait_s: dict[str, Histogram] = field(
+        default_factory=dict, metadata={"kind": _HISTS, "bounds": FLOW_WAIT_BUCKETS_S}
+    )
+    flow_waiting: dict[str, int] = field(default_factory=dict, metadata={"kind": _GAUGES})
+    flow_attained: dict[str, float] = field(default_factory=dict, metadata={"kind": _GAUGES})
+    flow_demanded: dict[str, float] = field(default_factory=dict, metadata={"kind": _GAUGES})
     live_signals: int = field(default=0, metadata=_GAUGE_FIELD)
     in_flight: int = field(default=0, metadata=_GAUGE_FIELD)
     # Which life of the source this is (new per process and per restore), and the
@@ -337,6 +350,10 @@ class Counters:
             getattr(self, name).merge(getattr(other, name))
         for name in self._names(_COUNT) + (self._names(_GAUGE) if gauges else []):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in self._names(_GAUGES) if gauges else []:
+            mine = getattr(self, name)
+            for k, v in getattr(other, name).items():
+                mine[k] = mine.get(k, 0) + v
 
 
 class Monotonic:

@@ -266,6 +266,8 @@ MAX_LABELS = 32
 LabelKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
 LabelValue = Annotated[str, StringConstraints(strict=True, max_length=256)]
 LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+Tenant = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+MAX_WAIT_S = 300.0  # the most any configuration lets a selection wait for headroom
 
 
 class SelectRequest(BaseModel):
@@ -309,6 +311,23 @@ class SelectRequest(BaseModel):
         description="among agents predicted to finish one more task within this, the most "
         "preferred (weighted: its pool is those); when none can, the soonest "
         "(deadline_at_risk)",
+    )
+    # Admission and flow control (DESIGN §4): when no candidate has headroom, an
+    # assigning selection waits up to wait_s in its router's queue, higher priority first,
+    # tenants sharing fairly within a priority.
+    priority: WholeInt = Field(
+        5, ge=0, le=9, description="flow-control band: a higher one is always served first"
+    )
+    tenant: Tenant = Field(
+        "default", description="fairness key: tenants share freed capacity within a band"
+    )
+    wait_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="how long to wait for headroom when every candidate is full (capped by "
+        "the service's flow.max_wait_s; the answer says what it waited)",
     )
 
     @model_validator(mode="before")

@@ -44,6 +44,9 @@ class SelectResult(BaseModel):
     shards_total: int = 1
     degraded: bool = False
     strategy: Strategy = "balanced"
+    waited_s: float = Field(
+        0.0, description="time this selection waited in the flow-control queue for headroom"
+    )
 
 
 class ScoresResult(BaseModel):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from actors.core.admission import Admission
 from actors.core.config import ShardConfig
 from actors.core.fluid import MIN_COMPLETIONS, Measured
 from actors.core.health import PROBING, Health
@@ -63,8 +64,10 @@ class Scorer:
         labels: Labels,
         health: Health,
         speed: Speed,
+        admission: Admission,
         cfg: ShardConfig,
     ) -> None:
+        self.admission = admission
         self.table = table
         self.signals = signals
         self.inflight = inflight
@@ -181,6 +184,31 @@ class Scorer:
         out = np.zeros(len(rows), bool)
         out[known] = b
         return out
+
+    def full(
+        self, rows: np.ndarray, now: float, tasks: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, float]:
+        """Which rows (from ``lookup``) have no headroom (None: none), and when the
+        soonest of those is predicted to free a slot (``admission``); ``tasks``: theirs,
+        if at hand."""
+        known = rows >= 0
+        lim = self.admission.limited(rows[known] if not known.all() else rows)
+        if lim is None:
+            return None, float("inf")
+        if not known.all():
+            whole = np.zeros(len(rows), bool)
+            whole[known] = lim
+            lim = whole
+        r = rows[lim]
+        held = self.inflight.tasks(r, now) if tasks is None else tasks[lim]
+        f = self.admission.full(r, held)
+        if not f.any():
+            return None, float("inf")
+        out = np.zeros(len(rows), bool)
+        out[np.flatnonzero(lim)[f]] = True
+        fr = r[f]
+        work = self.speed.work(fr, self.speed.speed_scores(self.dims(fr, now)))
+        return out, self.admission.free_in_s(self.admission.slots(fr), held[f], work)
 
     def health_of(self, rows: np.ndarray, now: float) -> np.ndarray:
         out = np.zeros(len(rows), np.int8)
@@ -325,8 +353,23 @@ def partial_select(
         if len(rows) != scorer.table.n:
             scores = scores[rows]
     blocked = scorer.blocked(rows, now)
-    if blocked is not None and not blocked.all():  # all blocked: a panic, route to all
-        keep = np.flatnonzero(~blocked)
+    # Health first (all blocked: a panic, route to all), then headroom: an assigning
+    # selection takes only agents with a free slot; none left is a saturated answer.
+    drop = blocked if blocked is not None and not blocked.all() else None
+    full_n, free_in_s = 0, float("inf")
+    if req.assign:
+        sub = rows if drop is None else rows[~drop]
+        held = None if tasks is None or drop is None else tasks[~drop]
+        full, free_in_s = scorer.full(sub, now, tasks if drop is None else held)
+        if full is not None:
+            full_n = int(full.sum())
+            if drop is None:
+                drop = full
+            else:
+                drop = drop.copy()
+                drop[np.flatnonzero(~drop)[full]] = True
+    if drop is not None:
+        keep = np.flatnonzero(~drop)
         rows, known = rows[keep], known[keep]
         scores = None if scores is None else scores[keep]
         dims = None if dims is None else dims[:, keep]
@@ -382,4 +425,6 @@ def partial_select(
         ranks[pos],
         sel_pred,
         scorer.health_of(sel_rows, now),
+        full_n,
+        free_in_s,
     )

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from actors.core import wal
+from actors.core.admission import Admission, saturated
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.errors import NotFound
@@ -81,8 +82,16 @@ class ShardState:
         self.labels = Labels(self.table)
         self.health = Health(self.table, cfg)
         self.speed = Speed(self.table, cfg, lambda: self.inflight.rates.drain_learned)
+        self.admission = Admission(self.table, self.inflight.rates)
         self.scorer = Scorer(
-            self.table, self.signals, self.inflight, self.labels, self.health, self.speed, cfg
+            self.table,
+            self.signals,
+            self.inflight,
+            self.labels,
+            self.health,
+            self.speed,
+            self.admission,
+            cfg,
         )
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = Counters()
@@ -154,6 +163,7 @@ class ShardState:
                 ts[live],
                 now,
             )
+            self.admission.freed()  # a lower LOAD, or a new agent: maybe a free slot
             is_load = c == LOAD_CODE
             if is_load.any():
                 self.inflight.on_load(
@@ -196,19 +206,29 @@ class ShardState:
         part = partial_select(self.scorer, req, self._weights(req.weights), now, self._rng)
         result, chosen = merge_partials([part], req, self._rng)
         if req.assign:
-            ids = self.assign([s.agent_id for s in result.selected], now)
+            ids = self.assign([s.agent_id for s in result.selected], admit=True, at_s=now)
             for s in result.selected:
                 s.assignment_id = ids.get(s.agent_id)
+            if not result.selected and part.full:
+                raise saturated(part.full, part.free_in_s)
         self.metrics.record_selection(
             req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0
         )
         return result
 
     # ------------------------------------------------------------------ tasks
-    def assign(self, agent_ids: Sequence[str], at_s: float | None = None) -> dict[str, str]:
-        """Record one in-flight task on each known agent; unknown ones get no state.
-        Returns the assignment id of each agent assigned."""
+    def assign(
+        self, agent_ids: Sequence[str], admit: bool = False, at_s: float | None = None
+    ) -> dict[str, str]:
+        """Record one in-flight task on each known agent; unknown ones get no state. With
+        ``admit`` (a selection's assignment), only on agents with headroom: a full one
+        gets no task (another router took the last slot first). Returns the assignment
+        id of each agent assigned."""
         now = self.now(at_s)
+        rows = self.table.lookup(agent_ids)
+        full, _ = self.scorer.full(rows, now) if admit else (None, 0.0)
+        if full is not None:
+            agent_ids = [a for a, f in zip(agent_ids, full.tolist(), strict=True) if not f]
         return dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
 
     def report_tasks(
@@ -217,6 +237,8 @@ class ShardState:
         completed: Sequence[tuple[str, bool, float | None]],
         at_s: float | None = None,
     ) -> dict[str, int]:
+        if completed:
+            self.admission.freed()
         return self.tasks.report(assigned, completed, self.now(at_s))
 
     def complete(
@@ -228,7 +250,10 @@ class ShardState:
         at_s: float | None = None,
     ) -> CompleteResult:
         now = self.now(at_s)
-        return self.tasks.complete(agent_id, assignment_id, ok, duration_s, now)
+        out = self.tasks.complete(agent_id, assignment_id, ok, duration_s, now)
+        if out.released:
+            self.admission.freed()
+        return out
 
     # ------------------------------------------------------------------ metadata
     def describe(
@@ -251,6 +276,7 @@ class ShardState:
             self.hist.touch(r, now)  # retained like an agent that just reported
         if meta.max_concurrency is not None:
             self.inflight.declare(r, meta.max_concurrency)
+            self.admission.freed()
         if meta.labels is not None:
             self.labels.replace(agent_id, meta.labels)
         return self.agent(agent_id, now)
@@ -353,6 +379,12 @@ class ShardState:
             drop = drop[[ids[r] not in holders for r in drop.tolist()]]
         self.table.remove(drop.tolist())
         return {"expired_signals": expired, "dropped_agents": len(drop)}
+
+    @property
+    def capacity_epoch(self) -> int:
+        """Advances whenever a slot may have freed: a completion, an expiry (on a sweep
+        or a read), a LOAD report, a new agent, a declared concurrency."""
+        return self.admission.epoch + self.inflight.expired_total
 
     def __len__(self) -> int:
         return self.table.n

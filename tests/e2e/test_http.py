@@ -433,3 +433,49 @@ def test_an_unsafe_request_id_is_replaced_and_header_and_body_agree(service, giv
         r = http.get("/v1/agents/nobody-here", headers={"X-Request-ID": safe})
         assert r.headers.get_list("x-request-id") == [safe]
         assert r.json()["error"]["request_id"] == safe
+
+
+def test_a_saturated_fleet_answers_429_with_retry_after_and_waiters_bind_late(http) -> None:
+    import concurrent.futures
+
+    agents = ["flow-h-a", "flow-h-b"]
+    for a in agents:
+        assert http.put(f"/v1/agents/{a}", json={"max_concurrency": 1}).status_code == 200
+    body = {"candidates": agents}
+    held = [http.post("/v1/select", json=body).json()["selected"][0] for _ in agents]
+    assert sorted(s["agent_id"] for s in held) == agents
+    t0 = time.monotonic()
+    r = http.post("/v1/select", json=body)  # wait_s 0: refused at once
+    took_s = time.monotonic() - t0
+    assert r.status_code == 429 and took_s < 0.2, (r.status_code, took_s)
+    assert int(r.headers["Retry-After"]) >= 1
+    err = r.json()["error"]
+    assert err["code"] == "saturated" and err["reason"] == "saturated" and err["request_id"]
+    assert err["details"][0]["field"] == "wait_s"
+    # Read-only selections never wait.
+    assert http.post("/v1/select", json={**body, "assign": False}).status_code == 200
+    # A waiting selection is bound when a completion frees a slot.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            http.post, "/v1/select", json={**body, "wait_s": 10, "priority": 7, "tenant": "t1"}
+        )
+        time.sleep(0.5)
+        assert not waiting.done()
+        first = held[0]
+        done = http.post(
+            f"/v1/agents/{first['agent_id']}/complete",
+            json={"assignment_id": first["assignment_id"]},
+        )
+        assert done.status_code == 200 and done.json()["released"]
+        got = waiting.result(timeout=15)
+    assert got.status_code == 200, got.text
+    pick = got.json()
+    assert pick["selected"][0]["agent_id"] == first["agent_id"] and pick["waited_s"] >= 0.4
+    # A bad field is the caller's mistake (422 naming it), not a refusal.
+    r = http.post("/v1/select", json={**body, "priority": 10})
+    assert r.status_code == 422 and "priority" in r.text
+    stats = http.get("/v1/stats").json()
+    assert stats["flow"]["refused"]["saturated"] >= 1
+    metrics = http.get("/metrics").text
+    assert 'coordination_flow_shed_total{reason="saturated"}' in metrics
+    assert "coordination_flow_fairness_index" in metrics

@@ -91,3 +91,36 @@ def test_picks_fall_back_to_shuffle_when_ripple_is_gone(ray_session) -> None:
         detach(strategy)
     assert served["error"] == 0 and sum(served.values()) == 9
     assert strategy.picks_by_fallback == 9 and strategy.picks_by_ripple == 0
+
+
+def test_a_saturated_group_raises_litellms_rate_limit_error(client, namespace) -> None:
+    from load.litellm_router import deployment
+
+    # Two deployments of one call at a time, 0.3 s per call; four calls at once.
+    models = [deployment(d, 0.3, max_parallel_requests=1, mock_response=d) for d in ("p", "q")]
+    router = make_router(models, None)
+    strategy = RippleRoutingStrategy.attach(router, connect_async(namespace), seed=4)
+
+    async def call(**kw: object) -> str:
+        try:
+            r = await router.acompletion(
+                model="gpt", messages=[{"role": "user", "content": "hi"}], **kw
+            )
+            return str(r.choices[0].message.content)
+        except litellm.RateLimitError:
+            return "429"
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        now = await asyncio.gather(*(call(metadata={"tenant": "t"}) for _ in range(4)))
+        await asyncio.sleep(0.5)
+        # Waiting up to 2 s, every call is served as the deployments free.
+        waited = await asyncio.gather(*(call(metadata={"wait_s": 2}) for _ in range(4)))
+        return list(now), list(waited)
+
+    try:
+        now, waited = asyncio.run(scenario())
+    finally:
+        detach(strategy)
+    assert sorted(now) == ["429", "429", "p", "q"], now
+    assert sorted(waited) == ["p", "p", "q", "q"], waited
+    assert strategy.picks_saturated == 2 and strategy.picks_by_fallback == 0
