@@ -3,12 +3,14 @@ fixed time, and callers over HTTP that offer twice what the fleet can do.
 
     python -m load flow-e2e [--smoke] [--json PATH]
 
-The fleet: 8 agents with ``max_concurrency`` 2 (declared over HTTP), each task 0.5 s, so
-32 tasks/s. Callers (Poisson arrivals, 2x that) ask ``POST /v1/select`` with
-``wait_s`` 2: ``heavy`` sends 10x what ``light`` sends at priority 5 (97% of the load
-between them), ``interactive`` 3% at priority 8. A picked task runs on its simulated
-agent (which counts how many it holds at once), then ``POST .../complete``. Then a probe:
-with the fleet full, selections with ``wait_s`` 0, timed.
+The fleet: 8 agents with ``max_concurrency`` 2 (declared over HTTP), each task 1 s, so
+16 tasks/s (with 0.5 s tasks, 2x is ~100 HTTP requests/s, which on a 2-core machine
+saturates Serve's proxy and replica beside the agents and callers: BENCHMARKS).
+Callers (Poisson arrivals, 2x that) ask ``POST /v1/select`` with ``wait_s`` 2:
+``heavy`` sends 10x what ``light`` sends at priority 5 (97% of the load between them),
+``interactive`` 3% at priority 8. A picked task runs on its simulated agent (which counts
+how many it holds at once), then ``POST .../complete``. Then a probe: with the fleet
+full, selections with ``wait_s`` 0, timed.
 
 Reported: goodput (slot-seconds of work done over the fleet's), each tenant's served
 share of what it offered, Jain's index over their max-min-normalised goodput, band-8 wait
@@ -29,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 
 from actors.core.flow import jain_index
 from load.common import Report, base_parser, percentiles_ms, section
 
-AGENTS, SLOTS, TASK_S = 8, 2, 0.5
+AGENTS, SLOTS, TASK_S = 8, 2, 1.0
 CAPACITY = AGENTS * SLOTS / TASK_S
 WAIT_S = 2.0
 TENANTS = {"heavy": (5, 10 / 11 * 0.97), "light": (5, 1 / 11 * 0.97), "interactive": (8, 0.03)}
@@ -59,7 +62,7 @@ class Agents:
     """The simulated agents: each counts the tasks it holds, serves for ``TASK_S``, then
     reports the completion."""
 
-    def __init__(self, http: httpx.AsyncClient, tally: Tally) -> None:
+    def __init__(self, http: aiohttp.ClientSession, tally: Tally) -> None:
         self.http, self.tally = http, tally
 
     async def run(self, agent: str, assignment_id: str, until_s: float) -> None:
@@ -70,52 +73,61 @@ class Agents:
         await asyncio.sleep(TASK_S)
         t.held[agent] -= 1
         t.busy_s += max(0.0, min(time.monotonic(), until_s) - start)
+        done = {"assignment_id": assignment_id, "duration_s": TASK_S}
         try:
-            await self.http.post(
-                f"/v1/agents/{agent}/complete",
-                json={"assignment_id": assignment_id, "duration_s": TASK_S},
-            )
-        except httpx.HTTPError:
+            async with self.http.post(f"/v1/agents/{agent}/complete", json=done) as r:
+                await r.read()
+        except aiohttp.ClientError:
             t.transport_errors += 1
 
 
 async def one_request(
-    http: httpx.AsyncClient, agents: Agents, tenant: str, until_s: float, tasks: set[Any]
+    http: aiohttp.ClientSession, agents: Agents, tenant: str, until_s: float, tasks: set[Any]
 ) -> None:
     t = agents.tally
     priority = TENANTS[tenant][0]
     t.offered[tenant] += 1
     body = {"tenant": tenant, "priority": priority, "wait_s": WAIT_S}
     try:
-        r = await http.post("/v1/select", json=body)
-    except httpx.HTTPError:
+        async with http.post("/v1/select", json=body) as r:
+            status, answer, headers = r.status, await r.json(), r.headers
+    except (aiohttp.ClientError, ValueError):
         t.transport_errors += 1
         return
-    if r.status_code == 200:
-        pick = r.json()
-        sel = pick["selected"][0]
+    if status == 200:
+        sel = answer["selected"][0]
         t.served[tenant] += 1
-        t.waits_s.setdefault(priority, []).append(pick["waited_s"])
+        t.waits_s.setdefault(priority, []).append(answer["waited_s"])
         task = asyncio.ensure_future(agents.run(sel["agent_id"], sel["assignment_id"], until_s))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    elif r.status_code == 429:
-        reason = r.json()["error"].get("reason", "?")
+    elif status == 429:
+        reason = answer["error"].get("reason", "?")
         t.refused[reason] = t.refused.get(reason, 0) + 1
         t.refused[tenant] = t.refused.get(tenant, 0) + 1
-        t.refused_without_retry_after += "Retry-After" not in r.headers
-    elif r.status_code >= 500:
+        t.refused_without_retry_after += "Retry-After" not in headers
+    elif status >= 500:
         t.server_errors += 1
+
+
+def session(url: str) -> aiohttp.ClientSession:
+    """aiohttp, not httpx: at a few hundred requests in flight httpx's pool spent a whole
+    core of this 2-core machine, and the load generator, not Ripple, was measured."""
+    return aiohttp.ClientSession(
+        base_url=url,
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=30),
+    )
 
 
 async def offer(url: str, duration_s: float, load: float, seed: int) -> Tally:
     tally = Tally()
     rng = np.random.default_rng(seed)
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+    async with session(url) as http:
         for i in range(AGENTS):
-            r = await http.put(f"/v1/agents/e2e-{i}", json={"max_concurrency": SLOTS})
-            r.raise_for_status()
+            put = {"max_concurrency": SLOTS}
+            async with http.put(f"/v1/agents/e2e-{i}", json=put) as r:
+                r.raise_for_status()
         agents = Agents(http, tally)
         arrivals = []
         for tenant, (_, share) in TENANTS.items():
@@ -140,23 +152,23 @@ async def offer(url: str, duration_s: float, load: float, seed: int) -> Tally:
 
 async def refusal_latency(url: str, samples: int) -> tuple[dict[str, float], int]:
     """With every slot held, ``wait_s: 0`` selections: how long a refusal takes."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with session(url) as http:
         held = []
         for _ in range(AGENTS * SLOTS):
-            r = await http.post("/v1/select", json={"tenant": "probe"})
-            if r.status_code == 200:
-                held.append(r.json()["selected"][0])
+            async with http.post("/v1/select", json={"tenant": "probe"}) as r:
+                if r.status == 200:
+                    held.append((await r.json())["selected"][0])
         times, not_429 = [], 0
         for _ in range(samples):
             t0 = time.perf_counter()
-            r = await http.post("/v1/select", json={"tenant": "probe"})
-            times.append(time.perf_counter() - t0)
-            not_429 += r.status_code != 429
+            async with http.post("/v1/select", json={"tenant": "probe"}) as r:
+                await r.read()
+                times.append(time.perf_counter() - t0)
+                not_429 += r.status != 429
         for sel in held:
-            await http.post(
-                f"/v1/agents/{sel['agent_id']}/complete",
-                json={"assignment_id": sel["assignment_id"]},
-            )
+            done = {"assignment_id": sel["assignment_id"]}
+            async with http.post(f"/v1/agents/{sel['agent_id']}/complete", json=done) as r:
+                await r.read()
     return percentiles_ms(times), not_429
 
 

@@ -116,15 +116,18 @@ class FlowControl:
     async def _dispatch_forever(self) -> None:
         while len(self.queue):
             try:
-                if await self._capacity_moved():
-                    await self._dispatch_round()
+                freed = await self._capacity_moved()
+                if freed:
+                    await self._dispatch_round(freed)
             except Exception:  # the dispatcher must outlive any one failure
                 log.exception("flow-control dispatch failed")
                 await asyncio.sleep(0.1)
 
-    async def _capacity_moved(self) -> bool:
-        """Long-poll every shard (one poll each outstanding at a time); True as soon as
-        any says its capacity epoch moved. The other polls stay out for the next call."""
+    async def _capacity_moved(self) -> int:
+        """Long-poll every shard (one poll each outstanding at a time); as soon as any
+        says its capacity epoch moved, by how much in all (about the slots freed: one
+        per completion or expiry; a report or a new agent may free several, or none).
+        The other polls stay out for the next call."""
         poll_s = min(_POLL_S, self.fanout.deadline_s / 2)
         transport = self.fanout.transport
         for s in range(self.fanout.num_shards):
@@ -134,7 +137,7 @@ class FlowControl:
         done, _ = await asyncio.wait(
             self._polls.values(), timeout=self.fanout.deadline_s, return_when="FIRST_COMPLETED"
         )
-        moved = False
+        moved = 0
         for s, poll in list(self._polls.items()):
             if poll not in done:
                 continue
@@ -142,47 +145,54 @@ class FlowControl:
             if poll.exception() is not None:  # down or restarting: ask again later
                 self._epochs.pop(s, None)
                 continue
-            epoch = poll.result()
-            moved |= self._epochs.get(s) != epoch
+            epoch, seen = poll.result(), self._epochs.get(s)
+            moved += 1 if seen is None else max(epoch - seen, 0)
             self._epochs[s] = epoch
         if not done:  # no shard answered at all: do not spin
             await asyncio.sleep(poll_s)
         return moved
 
-    async def _dispatch_round(self) -> None:
-        """Try waiters in the queue's order until one finds no headroom for a reason
-        that would stop the rest too (an unconstrained request), or the tries run out."""
-        tries = self.config.dispatch_tries
-        while tries > 0 and len(self.queue):
-            progressed = False
-            for waiter in self.queue.order(self.clock(), tries):
-                ticket: _Ticket = waiter.payload
-                tries -= 1
-                if ticket.future.done():
-                    self.queue.remove(waiter)
-                    continue
-                outcome = await self._try(waiter, ticket)
-                if outcome is None:  # no headroom for it
-                    if _unconstrained(ticket.request):
-                        return
-                    continue
-                progressed = True
-                break  # the order may have changed (attained service): ask again
-            if not progressed:
+    async def _dispatch_round(self, freed: int) -> None:
+        """Bind as many waiters as slots freed, at once (one selection each, in the
+        queue's order; each assignment is admitted by its shard, so concurrent tries
+        cannot overfill an agent). While every try succeeds there may be more room (a
+        report can free several slots): one more at a time. A waiter restricted to some
+        agents (candidates, labels, exclude) that finds none free is passed over; an
+        unrestricted one that finds none ends the round. ``dispatch_tries`` bounds the
+        tries that find nothing."""
+        batch, misses = min(freed, self.config.dispatch_tries), 0
+        passed: set[Waiter] = set()
+        while batch and len(self.queue) and misses < self.config.dispatch_tries:
+            ordered = self.queue.order(self.clock(), batch + len(passed))
+            waiters = [w for w in ordered if w not in passed][:batch]
+            if not waiters:
                 return
+            outcomes = await asyncio.gather(*(self._try(w) for w in waiters))
+            missed = [w for w, ok in zip(waiters, outcomes, strict=True) if not ok]
+            if any(_unconstrained(w.payload.request) for w in missed):
+                return
+            misses += len(missed)
+            passed.update(missed)
+            batch = max(len(missed), 1)
 
-    async def _try(self, waiter: Waiter, ticket: _Ticket) -> bool | None:
+    async def _try(self, waiter: Waiter) -> bool:
+        """One selection for ``waiter``: True when it was answered (bound, or failed for
+        another reason than headroom), False when it found no headroom."""
+        ticket: _Ticket = waiter.payload
+        if ticket.future.done():  # it left meanwhile (timed out, cancelled)
+            self.queue.remove(waiter)
+            return True
         ticket.dispatching = True
         try:
             result = await self.select_once(ticket.request)
         except Saturated as refused:
             self.retry_after_s = refused.retry_after_s
-            return None
+            return False
         except RippleError as exc:  # an outage or a caller's mistake: that one's answer
             self.queue.remove(waiter)
             if not ticket.future.done():
                 ticket.future.set_exception(exc)
-            return False
+            return True
         finally:
             ticket.dispatching = False
         self.queue.remove(waiter)

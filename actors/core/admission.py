@@ -32,7 +32,11 @@ class Admission:
         self.rates = rates
         self.epoch = 0  # advances whenever capacity may have freed
         self._removals = 0  # rows move on a removal: the cached mask is stale
-        self._cached: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0, bool))
+        self._cached: tuple[tuple[int, int], np.ndarray, bool] = (
+            (-1, -1),
+            np.zeros(0, bool),
+            False,
+        )
         table.on_remove(self._on_remove)
 
     def _on_remove(self, _ids: list[str], _moved: dict[int, int]) -> None:
@@ -41,24 +45,26 @@ class Admission:
     def freed(self) -> None:
         self.epoch += 1
 
-    def _limited(self) -> np.ndarray:
-        """Per row: whether its concurrency is known (declared or learned)."""
+    def _limited(self) -> tuple[np.ndarray, bool]:
+        """Per row: whether its concurrency is known (declared or learned); and whether
+        any row's is (cached until a concurrency becomes known or rows move)."""
         n = self.table.n
-        version, mask = self._cached
+        version, mask, any_known = self._cached
         now_version = (self.rates.limits_version, self._removals)
         if version != now_version or len(mask) > n:
             a = self.table.arrays
             mask = ~(np.isnan(a["max_concurrency"][:n]) & np.isnan(a["unit"][:n]))
-            self._cached = (now_version, mask)
+            any_known = bool(mask.any())
+            self._cached = (now_version, mask, any_known)
         if len(mask) < n:  # rows added since: unknown concurrency until said otherwise
             mask = np.concatenate([mask, np.zeros(n - len(mask), bool)])
-            self._cached = (now_version, mask)
-        return mask
+            self._cached = (now_version, mask, any_known)
+        return mask, any_known
 
     def limited(self, rows: np.ndarray) -> np.ndarray | None:
         """Which of ``rows`` (known rows) have known concurrency; None: none has."""
-        mask = self._limited()
-        if not mask.any():
+        mask, any_known = self._limited()
+        if not any_known:
             return None
         out = mask[rows]
         return out if out.any() else None

@@ -187,28 +187,36 @@ class Scorer:
 
     def full(
         self, rows: np.ndarray, now: float, tasks: np.ndarray | None = None
-    ) -> tuple[np.ndarray | None, float]:
-        """Which rows (from ``lookup``) have no headroom (None: none), and when the
-        soonest of those is predicted to free a slot (``admission``); ``tasks``: theirs,
-        if at hand."""
+    ) -> np.ndarray | None:
+        """Which rows (from ``lookup``) have no headroom (None: none); ``tasks``: the
+        tasks each holds, if at hand."""
         known = rows >= 0
         lim = self.admission.limited(rows[known] if not known.all() else rows)
         if lim is None:
-            return None, float("inf")
+            return None
         if not known.all():
             whole = np.zeros(len(rows), bool)
             whole[known] = lim
             lim = whole
+        if lim.all():  # the usual case where concurrency is declared: no copies
+            held = self.inflight.tasks(rows, now) if tasks is None else tasks
+            f = self.admission.full(rows, held)
+            return f if f.any() else None
         r = rows[lim]
         held = self.inflight.tasks(r, now) if tasks is None else tasks[lim]
         f = self.admission.full(r, held)
         if not f.any():
-            return None, float("inf")
+            return None
         out = np.zeros(len(rows), bool)
         out[np.flatnonzero(lim)[f]] = True
-        fr = r[f]
-        work = self.speed.work(fr, self.speed.speed_scores(self.dims(fr, now)))
-        return out, self.admission.free_in_s(self.admission.slots(fr), held[f], work)
+        return out
+
+    def free_in_s(self, rows: np.ndarray, now: float) -> float:
+        """When the soonest of these full rows is predicted to free a slot (the
+        Retry-After of a refusal; ``admission``)."""
+        held = self.inflight.tasks(rows, now)
+        work = self.speed.work(rows, self.speed.speed_scores(self.dims(rows, now)))
+        return self.admission.free_in_s(self.admission.slots(rows), held, work)
 
     def health_of(self, rows: np.ndarray, now: float) -> np.ndarray:
         out = np.zeros(len(rows), np.int8)
@@ -360,9 +368,11 @@ def partial_select(
     if req.assign:
         sub = rows if drop is None else rows[~drop]
         held = None if tasks is None or drop is None else tasks[~drop]
-        full, free_in_s = scorer.full(sub, now, tasks if drop is None else held)
+        full = scorer.full(sub, now, tasks if drop is None else held)
         if full is not None:
             full_n = int(full.sum())
+            if full.all():  # a saturated answer: say when a slot should free
+                free_in_s = scorer.free_in_s(sub[full], now)
             if drop is None:
                 drop = full
             else:

@@ -206,7 +206,8 @@ class ShardState:
         part = partial_select(self.scorer, req, self._weights(req.weights), now, self._rng)
         result, chosen = merge_partials([part], req, self._rng)
         if req.assign:
-            ids = self.assign([s.agent_id for s in result.selected], admit=True, at_s=now)
+            # The picks have headroom: partial_select just checked, on this same state.
+            ids = self.assign([s.agent_id for s in result.selected], at_s=now)
             for s in result.selected:
                 s.assignment_id = ids.get(s.agent_id)
             if not result.selected and part.full:
@@ -226,7 +227,7 @@ class ShardState:
         id of each agent assigned."""
         now = self.now(at_s)
         rows = self.table.lookup(agent_ids)
-        full, _ = self.scorer.full(rows, now) if admit else (None, 0.0)
+        full = self.scorer.full(rows, now) if admit else None
         if full is not None:
             agent_ids = [a for a, f in zip(agent_ids, full.tolist(), strict=True) if not f]
         return dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
