@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from actors.core.config import ShardConfig
+from actors.core.errors import Saturated
 from actors.core.models import SelectRequest, Strategy, Weights
 from actors.core.state import ShardState
 from load.common import Report, base_parser, lower_of_two, section, write_simulation
@@ -247,7 +248,10 @@ class Ripple(Router):
     period_s = 1.0
 
     def pick(self, now: float, router: int, fleet: Fleet) -> tuple[int, str | None]:
-        s = self.state.select(self.req).selected[0]
+        try:
+            s = self.state.select(self.req).selected[0]
+        except Saturated:  # every agent at its max_concurrency: the task waits here
+            return -1, None
         return self.row[s.agent_id], s.assignment_id
 
     def completed(self, now: float, agent: int, task: str | None, duration_s: float) -> None:
@@ -339,14 +343,24 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
         started[agent] = (int(task_ix), now, assignment, dur)
         heapq.heappush(events, (now + dur, next(seq), "depart", agent))
 
+    # Tasks held at the router while every agent is at its max_concurrency (Ripple's
+    # admission; DESIGN §4): bound to an agent when a completion frees a slot.
+    parked: deque[int] = deque()
+
+    def place(agent: int, task: int, assignment: str | None, now: float) -> None:
+        fleet.queues[agent].append((float(task), assignment))
+        if len(fleet.queues[agent]) == 1:
+            start(agent, now)
+
     while events and done < sc.tasks:
         now, _, kind, x = heapq.heappop(events)
         clock_cell[0] = now
         if kind == "arrive":
             agent, assignment = router.pick(now, x % sc.routers, fleet)
-            fleet.queues[agent].append((float(x), assignment))
-            if len(fleet.queues[agent]) == 1:
-                start(agent, now)
+            if agent < 0:
+                parked.append(x)
+            else:
+                place(agent, x, assignment, now)
             if x + 1 < sc.tasks:
                 heapq.heappush(events, (float(arrivals[x + 1]), next(seq), "arrive", x + 1))
         elif kind == "depart":
@@ -358,6 +372,11 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
             router.completed(now, x, assignment, dur)
             if fleet.queues[x]:
                 start(x, now)
+            while parked:  # a slot freed: tasks Ripple held back are bound now
+                agent, assignment = router.pick(now, parked[0] % sc.routers, fleet)
+                if agent < 0:
+                    break
+                place(agent, parked.popleft(), assignment, now)
         else:  # a report phase: its agents publish what they see now
             agents = groups[x]
             load = np.minimum(fleet.in_system()[agents] / QUEUE_FULL, 1.0)

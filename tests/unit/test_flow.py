@@ -327,3 +327,29 @@ def test_a_newcomer_does_not_overtake_waiters_of_its_band(clock) -> None:
             await waiting
 
     asyncio.run(go())
+
+
+# ---------------------------------------------------------------------- refusals
+
+
+def test_a_refusal_survives_pickling_and_maps_to_429_with_retry_after() -> None:
+    import json
+    import pickle
+
+    from serve.errors import error_response
+
+    err = Saturated("full", [{"field": "wait_s", "reason": "r"}], 2.2, "shed", 0.5)
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.retry_after_s, back.reason, back.waited_s, back.details) == (
+        2.2,
+        "shed",
+        0.5,
+        [{"field": "wait_s", "reason": "r"}],
+    )
+    resp = error_response(back, "rid-1")
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "3"
+    body = json.loads(bytes(resp.body))["error"]
+    assert body["code"] == "saturated" and body["reason"] == "shed"
+    assert body["request_id"] == "rid-1"
+    soon = error_response(Saturated("full", retry_after_s=0.01), "rid-2")
+    assert soon.headers["Retry-After"] == "1"  # whole seconds, never 0
