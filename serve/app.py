@@ -63,6 +63,7 @@ from serve.openapi import (
     SIGNALS_BODY,
     WRITE,
     AgentPath,
+    AssignmentPath,
     IngestBody,
 )
 
@@ -227,6 +228,8 @@ class RippleIngress:
                     "picked": [s.agent_id for s in result.selected],
                     "best_score": result.selected[0].score if result.selected else None,
                     "degraded": result.degraded,
+                    "assignment_id": result.selected[0].assignment_id if result.selected else None,
+                    "waited_s": result.waited_s,
                 }
             )
         return _json(result)
@@ -244,6 +247,15 @@ class RippleIngress:
     async def scores(self, request: Request, req: ScoresRequest) -> Response:
         self._caller(request, "router")
         return _json(await self.router.scores(req))
+
+    @app.get(
+        "/v1/assignments/{assignment_id}",
+        summary="Why an assignment went where it went (its decision record)",
+        responses=AGENT_READ,
+    )
+    async def decision(self, request: Request, assignment_id: AssignmentPath) -> dict[str, Any]:
+        self._caller(request, "router")
+        return await self.client.explain(assignment_id)
 
     # ------------------------------------------------------------------ agents
     @app.get("/v1/agents/{agent_id}", response_model=AgentView, responses=AGENT_READ)

@@ -37,6 +37,15 @@ INGEST = {
         "description": "Every rejected item was forbidden, or the role may not write",
     },
 }
+AssignmentPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="an assignment_id from a selection",
+    ),
+]
 AgentPath = Annotated[
     str, Path(pattern=AGENT_ID_PATTERN, description="1-128 of A-Z a-z 0-9 . _ : @ -")
 ]

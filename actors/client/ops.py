@@ -200,6 +200,13 @@ class ClientOps:
         req = ScoresRequest(agent_ids=list(agent_ids), weights=_weights(weights))
         return (yield from self.scores_request_op(req))
 
+    def explain_op(self, assignment_id: str) -> Op[dict[str, Any]]:
+        """Why this assignment went where it went: its decision record (DESIGN §4)."""
+        if self._local is not None:
+            return (yield from self._local.decision_op(assignment_id))
+        result: dict[str, Any] = yield from self._router_op("decision", assignment_id)
+        return result
+
     def agent_op(self, agent_id: str) -> Op[AgentView]:
         result: AgentView = yield from self._router_op("agent", agent_id)
         return result

@@ -15,9 +15,10 @@ import numpy as np
 
 from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, node_id
 from actors.cluster.waiting import FlowControl
+from actors.core import decisions
 from actors.core.admission import saturated
 from actors.core.config import ServiceConfig
-from actors.core.errors import InvalidInput
+from actors.core.errors import InvalidInput, NotFound, Unavailable
 from actors.core.merge import Partial, merge_partials
 from actors.core.metrics import Counters, PushedCounters
 from actors.core.models import (
@@ -67,7 +68,7 @@ class RouterCore:
                 calls[s] = ("partial_select", (sub,))
         return calls
 
-    def select_op(self, req: SelectRequest) -> Op[SelectResult]:
+    def select_op(self, req: SelectRequest, waited_s: float = 0.0) -> Op[SelectResult]:
         """The selection without waiting, as an op (``actors.cluster.adapter.Op``): the
         router actor and a Serve replica drive it awaiting, the sync client blocking.
         An assigning selection that finds no candidate with headroom raises
@@ -82,7 +83,12 @@ class RouterCore:
                 parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
             )
             full = sum(p.full for p in parts)
-            lost = (yield from self._assign(result)) if req.assign and result.selected else 0
+            lost = 0
+            if req.assign and result.selected:
+                why = None
+                if self.config.shard.decision_records:
+                    why = decisions.Pending.of(req, dict(got.results), result, waited_s).build()
+                lost = yield from self._assign(result, why)
             if not (lost and not result.selected and attempt + 1 < _RACES):
                 break
         self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
@@ -90,14 +96,14 @@ class RouterCore:
             raise saturated(full + lost, min(p.free_in_s for p in parts))
         return result
 
-    async def select_once(self, req: SelectRequest) -> SelectResult:
-        return await drive(self.select_op(req))
+    async def select_once(self, req: SelectRequest, waited_s: float = 0.0) -> SelectResult:
+        return await drive(self.select_op(req, waited_s))
 
     async def select(self, req: SelectRequest) -> SelectResult:
         """The selection, waiting up to ``wait_s`` for headroom when none has any."""
         return await self.flow.select(req)
 
-    def _assign(self, result: SelectResult) -> Op[int]:
+    def _assign(self, result: SelectResult, why: dict[str, Any] | None) -> Op[int]:
         """Record the tasks on the owners, on agents that still have headroom. A shard
         that misses the deadline, or whose storage refused the record, leaves its agents
         without an assignment id: chosen, but not counted in flight, and the answer says
@@ -107,7 +113,9 @@ class RouterCore:
         for s in result.selected:
             if s.known:
                 by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
-        got = yield self.fanout, {s: ("assign", (ids, True)) for s, ids in by_shard.items()}
+        # The decision record travels with the assignment: no call of its own.
+        calls = {s: ("assign", (ids, True, why)) for s, ids in by_shard.items()}
+        got = yield self.fanout, calls
         if got.degraded:
             self._log_degraded("assign", got)
             result.degraded = True
@@ -162,6 +170,32 @@ class RouterCore:
     async def _on_owner(self, agent_id: str, method: str, *args: Any) -> Any:
         s = self._owner(agent_id)
         return self.fanout.one(await self.fanout.gather({s: (method, (agent_id, *args))}), s)
+
+    async def decision(self, assignment_id: str) -> dict[str, Any]:
+        """Why an assignment went where it went: its record, from whichever shard keeps
+        it (asked of all: an id does not say its shard; this is a rare, human call)."""
+        return self.decision_from(await self._all("decision", assignment_id), assignment_id)
+
+    def decision_op(self, assignment_id: str) -> Op[dict[str, Any]]:
+        got = yield self.fanout, {s: ("decision", (assignment_id,)) for s in range(self.num_shards)}
+        return self.decision_from(got, assignment_id)
+
+    def decision_from(self, got: Gathered, assignment_id: str) -> dict[str, Any]:
+        self.fanout.all_ok(got)
+        for record in got.results.values():
+            if record is not None:
+                out: dict[str, Any] = record
+                return out
+        if got.degraded:  # it may be on the shard that did not answer
+            self._log_degraded("decision", got)
+            raise Unavailable(
+                "a shard that may keep this record did not answer",
+                [{"field": "assignment_id", "reason": "retry"}],
+            )
+        raise NotFound(
+            f"no decision record for assignment {assignment_id!r}",
+            [{"field": "assignment_id", "reason": "unknown, or it left the ring"}],
+        )
 
     async def agent(self, agent_id: str) -> AgentView:
         result: AgentView = await self._on_owner(agent_id, "agent")

@@ -178,8 +178,10 @@ class ShardActor(PickledCalls):
         self._ensure_sweeper()
         return self.state.partial_select(req)
 
-    async def assign(self, agent_ids: list[str], admit: bool = False) -> dict[str, str]:
-        out = self.state.assign(agent_ids, admit=admit)
+    async def assign(
+        self, agent_ids: list[str], admit: bool = False, record: dict[str, Any] | None = None
+    ) -> dict[str, str]:
+        out = self.state.assign(agent_ids, admit=admit, record=record)
         await self._commit()
         return out
 
@@ -207,6 +209,9 @@ class ShardActor(PickledCalls):
 
     async def scores(self, agent_ids: list[str], weights: Weights | None) -> dict[str, AgentScore]:
         return self.state.scores(agent_ids, weights)
+
+    async def decision(self, assignment_id: str) -> dict[str, Any] | None:
+        return self.state.decision(assignment_id)
 
     async def agent(self, agent_id: str) -> AgentView:
         return self.state.agent(agent_id)

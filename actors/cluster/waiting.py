@@ -29,7 +29,8 @@ from actors.core.models import SelectRequest, SelectResult
 
 log = logging.getLogger(__name__)
 
-SelectOnce = Callable[[SelectRequest], Awaitable[SelectResult]]
+# One selection without waiting; the float: how long it waited already (for its record).
+SelectOnce = Callable[[SelectRequest, float], Awaitable[SelectResult]]
 _POLL_S = 1.0  # the longest one long-poll waits (well inside a shard deadline)
 
 
@@ -63,13 +64,13 @@ class FlowControl:
     # ------------------------------------------------------------------ the front door
     async def select(self, req: SelectRequest) -> SelectResult:
         if not req.assign:  # read-only: never waits, never counts
-            return await self.select_once(req)
+            return await self.select_once(req, 0.0)
         t0 = self.clock()
         self.queue.offered(req.tenant, t0)
         wait_s = min(req.wait_s, self.config.max_wait_s)
         if self.queue.top_band() < req.priority:  # nobody of its band or above waits
             try:
-                result = await self.select_once(req)
+                result = await self.select_once(req, 0.0)
             except Saturated as refused:
                 self.retry_after_s = refused.retry_after_s
                 if wait_s <= 0:
@@ -184,7 +185,8 @@ class FlowControl:
             return True
         ticket.dispatching = True
         try:
-            result = await self.select_once(ticket.request)
+            waited = self.clock() - waiter.arrived_s
+            result = await self.select_once(ticket.request, waited)
         except Saturated as refused:
             self.retry_after_s = refused.retry_after_s
             return False

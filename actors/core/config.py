@@ -68,6 +68,9 @@ class ShardConfig(BaseModel):
     max_inflight_per_shard: int = Field(
         1_000_000, ge=1, le=100_000_000, description="bound on a shard's open assignments"
     )
+    decision_records: int = Field(
+        10_000, ge=0, le=1_000_000, description="decision records a shard keeps (0: none)"
+    )
     trend_min_samples: int = Field(3, ge=3, le=1_000, description="LOAD samples a trend needs")
     # A trend fitted on samples microseconds apart extrapolates noise; demand a real span.
     trend_min_span_s: float = Field(1.0, gt=0.0, description="time those samples must span")

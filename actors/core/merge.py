@@ -38,6 +38,10 @@ class Partial:
     # soonest of them is predicted to free a slot (the Retry-After of a refusal).
     full: int = 0
     free_in_s: float = float("inf")
+    # For decision records: candidates removed by labels, exclude and require_signals,
+    # and by health (ejected, or probing with its probe out).
+    filtered: int = 0
+    blocked: int = 0
 
     @classmethod
     def empty(cls) -> Partial:
@@ -98,6 +102,8 @@ def concat(parts: list[Partial]) -> Partial:
         health=np.concatenate([_or_healthy(p.health, len(p.scores)) for p in parts]),
         full=sum(p.full for p in parts),
         free_in_s=min(p.free_in_s for p in parts),
+        filtered=sum(p.filtered for p in parts),
+        blocked=sum(p.blocked for p in parts),
     )
 
 

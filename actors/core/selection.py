@@ -347,6 +347,7 @@ def partial_select(
     """This shard's candidates for a selection, enough for an exact global merge."""
     rows, cand_ids = _candidate_rows(scorer, req, now)
     considered = len(rows)
+    asked = scorer.table.n if req.candidates is None else len(set(req.candidates))
     in_time = req.strategy == "balanced" or req.deadline_s is not None
     dims: np.ndarray | None = None
     tasks: np.ndarray | None = None
@@ -364,6 +365,7 @@ def partial_select(
     # Health first (all blocked: a panic, route to all), then headroom: an assigning
     # selection takes only agents with a free slot; none left is a saturated answer.
     drop = blocked if blocked is not None and not blocked.all() else None
+    blocked_n = 0 if drop is None else int(drop.sum())
     full_n, free_in_s = 0, float("inf")
     if req.assign:
         sub = rows if drop is None else rows[~drop]
@@ -437,4 +439,6 @@ def partial_select(
         scorer.health_of(sel_rows, now),
         full_n,
         free_in_s,
+        max(asked - considered, 0),
+        blocked_n,
     )

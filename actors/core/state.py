@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from actors.core import decisions as records
 from actors.core import wal
 from actors.core.admission import Admission, saturated
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
+from actors.core.decisions import DecisionLog
 from actors.core.errors import NotFound
 from actors.core.health import HEALTH_STATES, Health
 from actors.core.history import History
@@ -95,6 +97,7 @@ class ShardState:
         )
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = Counters()
+        self.decisions = DecisionLog(cfg.decision_records)
         self.scan = OverloadScan(
             self.table, self.predictor, self.inflight, self.metrics, self.scorer.measured
         )
@@ -207,7 +210,10 @@ class ShardState:
         result, chosen = merge_partials([part], req, self._rng)
         if req.assign:
             # The picks have headroom: partial_select just checked, on this same state.
-            ids = self.assign([s.agent_id for s in result.selected], at_s=now)
+            why = (
+                records.Pending.of(req, {0: part}, result, 0.0) if self.decisions.capacity else None
+            )
+            ids = self.assign([s.agent_id for s in result.selected], at_s=now, record=why)
             for s in result.selected:
                 s.assignment_id = ids.get(s.agent_id)
             if not result.selected and part.full:
@@ -219,7 +225,11 @@ class ShardState:
 
     # ------------------------------------------------------------------ tasks
     def assign(
-        self, agent_ids: Sequence[str], admit: bool = False, at_s: float | None = None
+        self,
+        agent_ids: Sequence[str],
+        admit: bool = False,
+        record: dict[str, Any] | records.Pending | None = None,
+        at_s: float | None = None,
     ) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state. With
         ``admit`` (a selection's assignment), only on agents with headroom: a full one
@@ -230,7 +240,11 @@ class ShardState:
         full = self.scorer.full(rows, now) if admit else None
         if full is not None:
             agent_ids = [a for a, f in zip(agent_ids, full.tolist(), strict=True) if not f]
-        return dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
+        ids = dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))
+        if record is not None:  # why (``decisions``), kept under each assignment id
+            for agent, aid in ids.items():
+                self.decisions.add(aid, agent, record)
+        return ids
 
     def report_tasks(
         self,
@@ -254,7 +268,12 @@ class ShardState:
         out = self.tasks.complete(agent_id, assignment_id, ok, duration_s, now)
         if out.released:
             self.admission.freed()
+            self.decisions.outcome(out.assignment_id, ok, duration_s)
         return out
+
+    def decision(self, assignment_id: str) -> dict[str, Any] | None:
+        """The record of why this assignment went where it went (None: not kept here)."""
+        return self.decisions.get(assignment_id)
 
     # ------------------------------------------------------------------ metadata
     def describe(

@@ -27,6 +27,7 @@ ROUTES: list[tuple[str, str, Any, set[str | None]]] = [
     ("POST", "/v1/agents/own-1/complete", {}, {"admin", "router", "agent"}),
     ("POST", "/v1/scores", {"agent_ids": ["own-1"]}, {"admin", "router"}),
     ("GET", "/v1/agents/own-1", None, {"admin", "router"}),
+    ("GET", "/v1/assignments/ffffffff-1", None, {"admin", "router"}),
     ("GET", "/v1/agents/own-1/overload", None, {"admin", "router"}),
     ("GET", "/v1/overloads", None, {"admin", "router"}),
     ("GET", "/v1/stats", None, {"admin"}),

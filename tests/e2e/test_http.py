@@ -479,3 +479,23 @@ def test_a_saturated_fleet_answers_429_with_retry_after_and_waiters_bind_late(ht
     metrics = http.get("/metrics").text
     assert 'coordination_flow_shed_total{reason="saturated"}' in metrics
     assert "coordination_flow_fairness_index" in metrics
+
+
+def test_why_an_assignment_went_where_it_went(http) -> None:
+    agents = ["why-a", "why-b", "why-c"]
+    http.post(
+        "/v1/signals", json={"signals": [sig(a, "LOAD", 0.1 * i) for i, a in enumerate(agents)]}
+    )
+    pick = http.post("/v1/select", json={"candidates": agents, "tenant": "t9"}).json()
+    aid = pick["selected"][0]["assignment_id"]
+    r = http.get(f"/v1/assignments/{aid}")
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["assignment_id"] == aid and rec["agent"] == pick["selected"][0]["agent_id"]
+    assert rec["request"]["tenant"] == "t9" and rec["outcome"] is None
+    assert sum(s["considered"] for s in rec["shards"]) == 3 and len(rec["runners_up"]) == 2
+    done = {"assignment_id": aid, "ok": True, "duration_s": 0.1}
+    http.post(f"/v1/agents/{rec['agent']}/complete", json=done)
+    assert http.get(f"/v1/assignments/{aid}").json()["outcome"]["ok"] is True
+    r = http.get("/v1/assignments/ffffffff-999999")
+    assert r.status_code == 404 and r.json()["error"]["details"][0]["field"] == "assignment_id"

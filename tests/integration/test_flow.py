@@ -110,3 +110,16 @@ def test_an_async_local_client_shares_one_queue_and_serves_the_higher_band_first
         return order
 
     assert asyncio.run(go()) == ["high", "low"]
+
+
+def test_explain_returns_the_decision_record_through_either_client(client, namespace) -> None:
+    client.register(
+        [{"agent_id": f"why-{i}", "signal_type": "LOAD", "value": 0.1} for i in range(3)]
+    )
+    pick = client.select(candidates=[f"why-{i}" for i in range(3)]).selected[0]
+    rec = client.explain(pick.assignment_id)
+    assert rec["agent"] == pick.agent_id and rec["chosen"][0]["agent_id"] == pick.agent_id
+    local = actors.connect_async(namespace=namespace, fan_out="local")
+    assert asyncio.run(local.explain(pick.assignment_id))["assignment_id"] == pick.assignment_id
+    with pytest.raises(actors.NotFound):
+        client.explain("ffffffff-1")
