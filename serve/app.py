@@ -23,6 +23,7 @@ from ray import serve
 from actors.client import AsyncRippleClient, connect_async
 from actors.client.relay import PUSH_INTERVAL_S
 from actors.cluster.deployment import deploy_actors
+from actors.cluster.tracing import context_from_headers, traced
 from actors.core.columns import columns_from_dicts
 from actors.core.config import HttpConfig, ServiceConfig
 from actors.core.decode import columns_from_json
@@ -155,6 +156,11 @@ class RippleIngress:
         openapi_extra=SIGNALS_BODY,
     )
     async def post_signals(self, request: Request) -> JSONResponse:
+        # The ingest span (``actors.client.ops``) joins the caller's trace.
+        with traced(request.headers):
+            return await self._post_signals(request)
+
+    async def _post_signals(self, request: Request) -> JSONResponse:
         principal = self._caller(request, "agent")
         raw = await request.body()
         # A clean batch goes from bytes to columns in one pass; anything else (or a batch
@@ -219,7 +225,7 @@ class RippleIngress:
     async def select(self, request: Request, req: SelectRequest) -> Response:
         self._caller(request, "router")
         self._ensure_pusher()
-        result = await self.router.select(req)
+        result = await self.router.select(req, context_from_headers(request.headers))
         if req.assign:  # the status page's own read-only selections are not news
             self.recent.appendleft(
                 {

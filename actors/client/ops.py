@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from actors.client.answers import merge_register
 from actors.client.relay import Relay
+from actors.cluster import tracing
 from actors.cluster.adapter import Fanout, Op, RayTransport
 from actors.cluster.router import RouterCore
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
@@ -120,10 +121,17 @@ class ClientOps:
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
+        span = tracing.start("ripple.ingest", signals=len(cols))
         parts = partition(cols.agent_ids, self.num_shards, self._owner)
         positions = {s: p for s, p in enumerate(parts) if len(p)}
-        got = yield self._shards, {s: ("ingest", (cols.take(p),)) for s, p in positions.items()}
-        return merge_register(positions, got)
+        try:
+            got = yield self._shards, {s: ("ingest", (cols.take(p),)) for s, p in positions.items()}
+            out = merge_register(positions, got)
+        except Exception:
+            tracing.end(span, failed=True)
+            raise
+        tracing.end(span, shards=len(positions), accepted=out.accepted, rejected=len(out.rejected))
+        return out
 
     def register_op(self, signals: Sequence[Any]) -> Op[IngestResult]:
         """Dicts or ``Signal`` models; per-item results, indices into ``signals``."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from actors.cluster import tracing
 from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, node_id
 from actors.cluster.waiting import FlowControl
 from actors.core import decisions
@@ -68,40 +69,73 @@ class RouterCore:
                 calls[s] = ("partial_select", (sub,))
         return calls
 
-    def select_op(self, req: SelectRequest, waited_s: float = 0.0) -> Op[SelectResult]:
+    def select_op(
+        self, req: SelectRequest, waited_s: float = 0.0, parent: Any = None
+    ) -> Op[SelectResult]:
         """The selection without waiting, as an op (``actors.cluster.adapter.Op``): the
         router actor and a Serve replica drive it awaiting, the sync client blocking.
         An assigning selection that finds no candidate with headroom raises
         ``Saturated`` (waiting is ``select``'s, in the flow-control queue). One whose
-        picks were all filled by other routers between its two steps chooses again."""
+        picks were all filled by other routers between its two steps chooses again.
+        ``parent``: the caller's trace context (``tracing``)."""
         t0 = time.perf_counter()
-        for attempt in range(_RACES):
-            got = yield self.fanout, self._select_calls(req)
-            self.fanout.all_ok(got)
-            parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
-            result, chosen = merge_partials(
-                parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
+        root = tracing.start(
+            "ripple.select",
+            parent,
+            strategy=req.strategy,
+            k=req.k,
+            assign=req.assign,
+            tenant=req.tenant,
+            priority=req.priority,
+            waited_s=waited_s,
+        )
+        result: SelectResult | None = None
+        try:
+            for attempt in range(_RACES):
+                calls = self._select_calls(req)
+                spans = {s: tracing.child("ripple.shard", root, shard=s) for s in calls}
+                got = yield self.fanout, calls
+                for s, span in spans.items():
+                    tracing.end(span, answered=s in got.results)
+                self.fanout.all_ok(got)
+                merging = tracing.child("ripple.merge", root)
+                parts: list[Partial] = [got.results[s] for s in sorted(got.results)]
+                result, chosen = merge_partials(
+                    parts, req, self.rng, shards_answered=got.answered, shards_total=got.asked
+                )
+                tracing.end(merging, candidates=sum(len(p.agent_ids) for p in parts))
+                full = sum(p.full for p in parts)
+                lost = 0
+                if req.assign and result.selected:
+                    why = None
+                    if self.config.shard.decision_records:
+                        why = decisions.Pending.of(req, dict(got.results), result, waited_s).build()
+                    assigning = tracing.child("ripple.assign", root)
+                    lost = yield from self._assign(result, why)
+                    tracing.end(assigning, picks=len(result.selected), lost=lost)
+                if not (lost and not result.selected and attempt + 1 < _RACES):
+                    break
+            assert result is not None  # the loop ran at least once
+            self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
+            if req.assign and (full or lost) and not result.selected:
+                raise saturated(full + lost, min(p.free_in_s for p in parts))
+            return result
+        finally:
+            tracing.end(
+                root,
+                picks=None if result is None else len(result.selected),
+                degraded=None if result is None else result.degraded,
             )
-            full = sum(p.full for p in parts)
-            lost = 0
-            if req.assign and result.selected:
-                why = None
-                if self.config.shard.decision_records:
-                    why = decisions.Pending.of(req, dict(got.results), result, waited_s).build()
-                lost = yield from self._assign(result, why)
-            if not (lost and not result.selected and attempt + 1 < _RACES):
-                break
-        self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
-        if req.assign and (full or lost) and not result.selected:
-            raise saturated(full + lost, min(p.free_in_s for p in parts))
-        return result
 
-    async def select_once(self, req: SelectRequest, waited_s: float = 0.0) -> SelectResult:
-        return await drive(self.select_op(req, waited_s))
+    async def select_once(
+        self, req: SelectRequest, waited_s: float = 0.0, parent: Any = None
+    ) -> SelectResult:
+        return await drive(self.select_op(req, waited_s, parent))
 
-    async def select(self, req: SelectRequest) -> SelectResult:
-        """The selection, waiting up to ``wait_s`` for headroom when none has any."""
-        return await self.flow.select(req)
+    async def select(self, req: SelectRequest, parent: Any = None) -> SelectResult:
+        """The selection, waiting up to ``wait_s`` for headroom when none has any;
+        ``parent``: the caller's trace context (an incoming ``traceparent``)."""
+        return await self.flow.select(req, parent)
 
     def _assign(self, result: SelectResult, why: dict[str, Any] | None) -> Op[int]:
         """Record the tasks on the owners, on agents that still have headroom. A shard

@@ -17,9 +17,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from actors.cluster import tracing
 from actors.cluster.adapter import Fanout
 from actors.core.config import FlowConfig
 from actors.core.errors import RippleError, Saturated
@@ -29,8 +31,9 @@ from actors.core.models import SelectRequest, SelectResult
 
 log = logging.getLogger(__name__)
 
-# One selection without waiting; the float: how long it waited already (for its record).
-SelectOnce = Callable[[SelectRequest, float], Awaitable[SelectResult]]
+# One selection without waiting: the request, how long it waited already (for its
+# record), the caller's trace context.
+SelectOnce = Callable[[SelectRequest, float, Any], Awaitable[SelectResult]]
 _POLL_S = 1.0  # the longest one long-poll waits (well inside a shard deadline)
 
 
@@ -38,6 +41,7 @@ _POLL_S = 1.0  # the longest one long-poll waits (well inside a shard deadline)
 class _Ticket:
     request: SelectRequest
     future: asyncio.Future[SelectResult]
+    parent: Any = None  # the caller's trace context
     dispatching: bool = False
 
 
@@ -62,15 +66,15 @@ class FlowControl:
         self._polls: dict[int, asyncio.Future[int]] = {}  # outstanding long-polls
 
     # ------------------------------------------------------------------ the front door
-    async def select(self, req: SelectRequest) -> SelectResult:
+    async def select(self, req: SelectRequest, parent: Any = None) -> SelectResult:
         if not req.assign:  # read-only: never waits, never counts
-            return await self.select_once(req, 0.0)
+            return await self.select_once(req, 0.0, parent)
         t0 = self.clock()
         self.queue.offered(req.tenant, t0)
         wait_s = min(req.wait_s, self.config.max_wait_s)
         if self.queue.top_band() < req.priority:  # nobody of its band or above waits
             try:
-                result = await self.select_once(req, 0.0)
+                result = await self.select_once(req, 0.0, parent)
             except Saturated as refused:
                 self.retry_after_s = refused.retry_after_s
                 if wait_s <= 0:
@@ -82,10 +86,25 @@ class FlowControl:
         elif wait_s <= 0:
             self._refused("saturated", req.priority)
             raise self._saturated(0.0, "requests of its priority or higher are waiting")
-        return await self._wait(req, t0, wait_s)
+        return await self._wait(req, t0, wait_s, parent)
 
-    async def _wait(self, req: SelectRequest, t0: float, wait_s: float) -> SelectResult:
-        ticket = _Ticket(req, asyncio.get_running_loop().create_future())
+    async def _wait(
+        self, req: SelectRequest, t0: float, wait_s: float, parent: Any
+    ) -> SelectResult:
+        span = tracing.start("ripple.queue_wait", parent, priority=req.priority, tenant=req.tenant)
+        try:
+            return await self._wait_for(req, t0, wait_s, parent)
+        except Saturated as refused:
+            tracing.end(span, outcome=refused.reason)
+            span = None
+            raise
+        finally:
+            tracing.end(span, outcome="bound")
+
+    async def _wait_for(
+        self, req: SelectRequest, t0: float, wait_s: float, parent: Any
+    ) -> SelectResult:
+        ticket = _Ticket(req, asyncio.get_running_loop().create_future(), parent)
         waiter = Waiter(req.priority, req.tenant, t0, ticket)
         for gone in self.queue.push(waiter):
             self._shed(gone, t0)
@@ -186,7 +205,7 @@ class FlowControl:
         ticket.dispatching = True
         try:
             waited = self.clock() - waiter.arrived_s
-            result = await self.select_once(ticket.request, waited)
+            result = await self.select_once(ticket.request, waited, ticket.parent)
         except Saturated as refused:
             self.retry_after_s = refused.retry_after_s
             return False
