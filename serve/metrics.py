@@ -173,6 +173,14 @@ class SnapshotCollector(Collector):
             "Selections answered without every shard.",
             value=m.selections_degraded_total,
         )
+        yield _counter(
+            "coordination_affinity_hits_total",
+            "Selections with an affinity_key, by outcome: hit (the key's agent), spilled "
+            "(it could not take the task), new (no agent held the key).",
+            "outcome",
+            m.affinity_total,
+            ("hit", "spilled", "new"),
+        )
         yield from _flow(m)
 
 

@@ -111,12 +111,14 @@ class RouterCore:
                     if self.config.shard.decision_records:
                         why = decisions.Pending.of(req, dict(got.results), result, waited_s).build()
                     assigning = tracing.child("ripple.assign", root)
-                    lost = yield from self._assign(result, why)
+                    lost = yield from self._assign(result, why, req.affinity_key)
                     tracing.end(assigning, picks=len(result.selected), lost=lost)
                 if not (lost and not result.selected and attempt + 1 < _RACES):
                     break
             assert result is not None  # the loop ran at least once
             self._record(req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0, got)
+            if result.affinity is not None:
+                self.metrics.count(self.metrics.affinity_total, result.affinity)
             if req.assign and (full or lost) and not result.selected:
                 raise saturated(full + lost, min(p.free_in_s for p in parts))
             return result
@@ -137,7 +139,9 @@ class RouterCore:
         ``parent``: the caller's trace context (an incoming ``traceparent``)."""
         return await self.flow.select(req, parent)
 
-    def _assign(self, result: SelectResult, why: dict[str, Any] | None) -> Op[int]:
+    def _assign(
+        self, result: SelectResult, why: dict[str, Any] | None, key: str | None = None
+    ) -> Op[int]:
         """Record the tasks on the owners, on agents that still have headroom. A shard
         that misses the deadline, or whose storage refused the record, leaves its agents
         without an assignment id: chosen, but not counted in flight, and the answer says
@@ -148,7 +152,9 @@ class RouterCore:
             if s.known:
                 by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
         # The decision record travels with the assignment: no call of its own.
-        calls = {s: ("assign", (ids, True, why)) for s, ids in by_shard.items()}
+        # The key (affinity) is remembered by the shard owning its agent, the first pick.
+        first = (key, result.selected[0].agent_id) if key and result.selected else None
+        calls = {s: ("assign", (ids, True, why, first)) for s, ids in by_shard.items()}
         got = yield self.fanout, calls
         if got.degraded:
             self._log_degraded("assign", got)

@@ -179,9 +179,13 @@ class ShardActor(PickledCalls):
         return self.state.partial_select(req)
 
     async def assign(
-        self, agent_ids: list[str], admit: bool = False, record: dict[str, Any] | None = None
+        self,
+        agent_ids: list[str],
+        admit: bool = False,
+        record: dict[str, Any] | None = None,
+        affinity: tuple[str, str] | None = None,
     ) -> dict[str, str]:
-        out = self.state.assign(agent_ids, admit=admit, record=record)
+        out = self.state.assign(agent_ids, admit=admit, record=record, affinity=affinity)
         await self._commit()
         return out
 

@@ -68,6 +68,15 @@ class ShardConfig(BaseModel):
     max_inflight_per_shard: int = Field(
         1_000_000, ge=1, le=100_000_000, description="bound on a shard's open assignments"
     )
+    affinity_max_load_ratio: float = Field(
+        1.25, ge=1.0, le=100.0, description="an affinity key's agent may hold this x the mean"
+    )
+    affinity_keys: int = Field(
+        100_000, ge=0, le=10_000_000, description="affinity keys a shard remembers"
+    )
+    affinity_candidates: int = Field(
+        8, ge=1, le=1_000, description="agents of a key's order each shard sends"
+    )
     decision_records: int = Field(
         10_000, ge=0, le=1_000_000, description="decision records a shard keeps (0: none)"
     )

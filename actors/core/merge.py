@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from actors.core.affinity import AffinityAnswer, Outcome, decide
 from actors.core.health import HEALTH_STATES
 from actors.core.models import DIMENSIONS, SelectedAgent, SelectRequest, SelectResult
 
@@ -42,6 +43,7 @@ class Partial:
     # and by health (ejected, or probing with its probe out).
     filtered: int = 0
     blocked: int = 0
+    affinity: AffinityAnswer | None = None  # with an affinity_key (``affinity``)
 
     @classmethod
     def empty(cls) -> Partial:
@@ -218,6 +220,14 @@ def merge_partials(
             pool = order[: max(k, request.weighted_pool)]
             idx = pool[weighted_sample(merged.scores[pool], k, rng)]
             idx = idx[merge_order(merged.scores[idx], merged.keys[idx])]
+    outcome: Outcome | None = None
+    if request.affinity_key is not None:
+        answers = [p.affinity for p in parts if p.affinity is not None]
+        limit = max((p.affinity.limit for p in parts if p.affinity is not None), default=1)
+        pick, outcome = decide(answers, limit)
+        if pick is not None:  # the key's agent first, then the strategy's others
+            at = merged.agent_ids.index(pick.agent_id)
+            idx = np.concatenate([[at], idx[idx != at]])[: max(k, 1)].astype(np.int64)
     predicted = _or_nan(merged.predicted_s, len(merged.scores))
     health = _or_healthy(merged.health, len(merged.scores))
     deadline = request.deadline_s
@@ -241,6 +251,7 @@ def merge_partials(
         shards_total=shards_total,
         degraded=shards_answered < shards_total,
         strategy=request.strategy,
+        affinity=outcome,
     )
     ages = (
         merged.max_signal_age_s[idx]

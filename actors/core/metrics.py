@@ -154,6 +154,8 @@ class Counters:
     # tenant's decayed attained service and demand (Jain's index is computed from their
     # sums at scrape time, so it is the whole cluster's, not an average of routers').
     flow_shed_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
+    # Selections with an affinity_key, by outcome (hit, spilled, new).
+    affinity_total: dict[str, int] = field(default_factory=dict, metadata=_TABLE_FIELD)
     flow_wait_s: dict[str, Histogram] = field(
         default_factory=dict, metadata={"kind": _HISTS, "bounds": FLOW_WAIT_BUCKETS_S}
     )

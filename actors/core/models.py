@@ -267,6 +267,7 @@ LabelKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_lengt
 LabelValue = Annotated[str, StringConstraints(strict=True, max_length=256)]
 LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 Tenant = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+AffinityKey = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=256)]
 MAX_WAIT_S = 300.0  # the most any configuration lets a selection wait for headroom
 
 
@@ -320,6 +321,11 @@ class SelectRequest(BaseModel):
     )
     tenant: Tenant = Field(
         "default", description="fairness key: tenants share freed capacity within a band"
+    )
+    affinity_key: AffinityKey | None = Field(
+        None,
+        description="keep tasks with this key (a session, a conversation, a prefix) on the "
+        "agent that served the key last while it has headroom and is within the load bound",
     )
     wait_s: float = Field(
         0.0,

@@ -32,6 +32,7 @@ ADDED_ARRAYS = frozenset(
     {"ok_rate", "outcomes", "fail_run", "health", "ejected_until", "ejections"}
     | {"work_s", "work_n", "parallel", "par_num", "par_den", "open_n", "completes"}
     | {"arrive_fast", "arrive_slow", "arrive_at"}
+    | {"hrw"}  # an agent's rendezvous hash (affinity), recomputed when absent
 )
 _META = "__meta__"
 

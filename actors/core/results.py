@@ -47,6 +47,11 @@ class SelectResult(BaseModel):
     waited_s: float = Field(
         0.0, description="time this selection waited in the flow-control queue for headroom"
     )
+    affinity: Literal["hit", "spilled", "new"] | None = Field(
+        None,
+        description="with affinity_key: hit (the key's agent), spilled (it could not take "
+        "the task: the next acceptable one in the key's order, or the strategy's pick), new",
+    )
 
 
 class ScoresResult(BaseModel):

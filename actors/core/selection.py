@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.core.admission import Admission
+from actors.core.affinity import Affinity, AffinityAnswer
 from actors.core.config import ShardConfig
 from actors.core.fluid import MIN_COMPLETIONS, Measured
 from actors.core.health import PROBING, Health
@@ -68,6 +69,9 @@ class Scorer:
         cfg: ShardConfig,
     ) -> None:
         self.admission = admission
+        self.cfg = cfg
+        # Rendezvous hashing and the sticky map (``affinity``), set by the shard's state.
+        self.affinity: Affinity | None = None
         self.table = table
         self.signals = signals
         self.inflight = inflight
@@ -408,6 +412,14 @@ def partial_select(
         pos, keys = top_order(elig, fetch, rng)
     if ok is not None:
         pos = ok[pos]
+    answer = None
+    if req.affinity_key is not None and scorer.affinity is not None:
+        # The key's agents travel with the shard's best, so the merge can pick them.
+        answer, extra = _affinity(scorer, req.affinity_key, rows, known, tasks, ok, now)
+        extra = extra[~np.isin(extra, pos)]
+        if len(extra):
+            pos = np.concatenate([pos, extra])
+            keys = np.concatenate([keys, rng.random(len(extra))])
     sel_rows = rows[pos]
     sel_known = known[pos]
     if dims is not None:
@@ -441,4 +453,30 @@ def partial_select(
         free_in_s,
         max(asked - considered, 0),
         blocked_n,
+        answer,
     )
+
+
+def _affinity(
+    scorer: Scorer,
+    key: str,
+    rows: np.ndarray,
+    known: np.ndarray,
+    tasks: np.ndarray | None,
+    ok: np.ndarray | None,
+    now: float,
+) -> tuple[AffinityAnswer, np.ndarray]:
+    """This shard's affinity answer over its eligible known candidates, and the positions
+    (into ``rows``) of the agents it names."""
+    assert scorer.affinity is not None
+    base = np.arange(len(rows)) if ok is None else ok
+    base = base[known[base]]
+    r = rows[base]
+    held = tasks[base] if tasks is not None else scorer.inflight.tasks(r, now)
+    cfg = scorer.cfg
+    answer = scorer.affinity.answer(
+        key, r, held, np.ones(len(r), bool), cfg.affinity_candidates, cfg.affinity_max_load_ratio
+    )
+    index = scorer.table.index
+    named = answer.ids + ([answer.sticky[0]] if answer.sticky is not None else [])
+    return answer, base[np.isin(r, [index[a] for a in named])]

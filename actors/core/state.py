@@ -30,6 +30,7 @@ import numpy as np
 from actors.core import decisions as records
 from actors.core import wal
 from actors.core.admission import Admission, saturated
+from actors.core.affinity import Affinity
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.decisions import DecisionLog
@@ -98,6 +99,8 @@ class ShardState:
         self.predictor = Predictor(cfg, self.hist, self.signals)
         self.metrics = Counters()
         self.decisions = DecisionLog(cfg.decision_records)
+        self.affinity = Affinity(self.table, cfg.affinity_keys)
+        self.scorer.affinity = self.affinity
         self.scan = OverloadScan(
             self.table, self.predictor, self.inflight, self.metrics, self.scorer.measured
         )
@@ -213,7 +216,11 @@ class ShardState:
             why = (
                 records.Pending.of(req, {0: part}, result, 0.0) if self.decisions.capacity else None
             )
-            ids = self.assign([s.agent_id for s in result.selected], at_s=now, record=why)
+            key = req.affinity_key
+            first = (key, result.selected[0].agent_id) if key and result.selected else None
+            ids = self.assign(
+                [s.agent_id for s in result.selected], record=why, affinity=first, at_s=now
+            )
             for s in result.selected:
                 s.assignment_id = ids.get(s.agent_id)
             if not result.selected and part.full:
@@ -221,6 +228,8 @@ class ShardState:
         self.metrics.record_selection(
             req.strategy, chosen.max_signal_age_s, time.perf_counter() - t0
         )
+        if result.affinity is not None:
+            self.metrics.count(self.metrics.affinity_total, result.affinity)
         return result
 
     # ------------------------------------------------------------------ tasks
@@ -229,12 +238,14 @@ class ShardState:
         agent_ids: Sequence[str],
         admit: bool = False,
         record: dict[str, Any] | records.Pending | None = None,
+        affinity: tuple[str, str] | None = None,
         at_s: float | None = None,
     ) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state. With
         ``admit`` (a selection's assignment), only on agents with headroom: a full one
-        gets no task (another router took the last slot first). Returns the assignment
-        id of each agent assigned."""
+        gets no task (another router took the last slot first). ``record``: the
+        decision's record; ``affinity``: (key, agent) when that agent now serves the key.
+        Returns the assignment id of each agent assigned."""
         now = self.now(at_s)
         rows = self.table.lookup(agent_ids)
         full = self.scorer.full(rows, now) if admit else None
@@ -244,6 +255,8 @@ class ShardState:
         if record is not None:  # why (``decisions``), kept under each assignment id
             for agent, aid in ids.items():
                 self.decisions.add(aid, agent, record)
+        if affinity is not None and affinity[1] in ids:  # (key, the key's agent now)
+            self.affinity.remember(affinity[0], affinity[1], now)
         return ids
 
     def report_tasks(

@@ -499,3 +499,22 @@ def test_why_an_assignment_went_where_it_went(http) -> None:
     assert http.get(f"/v1/assignments/{aid}").json()["outcome"]["ok"] is True
     r = http.get("/v1/assignments/ffffffff-999999")
     assert r.status_code == 404 and r.json()["error"]["details"][0]["field"] == "assignment_id"
+
+
+def test_an_affinity_key_keeps_a_session_on_its_agent(http) -> None:
+    agents = [f"aff-{i}" for i in range(4)]
+    http.post("/v1/signals", json={"signals": [sig(a, "LOAD", 0.1) for a in agents]})
+    body = {"candidates": agents, "affinity_key": "conversation-42"}
+    first = http.post("/v1/select", json=body).json()
+    assert first["affinity"] == "new"
+    pick = first["selected"][0]
+    for _ in range(3):
+        done = {"assignment_id": pick["assignment_id"]}
+        http.post(f"/v1/agents/{pick['agent_id']}/complete", json=done)
+        again = http.post("/v1/select", json=body).json()
+        assert again["affinity"] == "hit"
+        assert again["selected"][0]["agent_id"] == first["selected"][0]["agent_id"]
+        pick = again["selected"][0]
+    assert 'coordination_affinity_hits_total{outcome="hit"}' in http.get("/metrics").text
+    r = http.post("/v1/select", json={**body, "affinity_key": "x" * 257})
+    assert r.status_code == 422 and "affinity_key" in r.text
