@@ -19,6 +19,7 @@ BENCHMARKS = {
     "outcomes": "load.outcomes",
     "flow": "load.flow",
     "flow-e2e": "load.flow_e2e",
+    "affinity": "load.affinity",
     "overload": "load.overload",
     "serve-router": "load.serve_router",
     "litellm": "load.litellm_router",

@@ -370,6 +370,8 @@ def partial_select(
     # selection takes only agents with a free slot; none left is a saturated answer.
     drop = blocked if blocked is not None and not blocked.all() else None
     blocked_n = 0 if drop is None else int(drop.sum())
+    # An affinity bound is relative to the mean load of every eligible agent, full or not.
+    fleet = _fleet_load(scorer, rows, known, tasks, drop, now) if req.affinity_key else None
     full_n, free_in_s = 0, float("inf")
     if req.assign:
         sub = rows if drop is None else rows[~drop]
@@ -416,6 +418,8 @@ def partial_select(
     if req.affinity_key is not None and scorer.affinity is not None:
         # The key's agents travel with the shard's best, so the merge can pick them.
         answer, extra = _affinity(scorer, req.affinity_key, rows, known, tasks, ok, now)
+        if fleet is not None:
+            answer.total_tasks, answer.eligible = fleet
         extra = extra[~np.isin(extra, pos)]
         if len(extra):
             pos = np.concatenate([pos, extra])
@@ -455,6 +459,21 @@ def partial_select(
         blocked_n,
         answer,
     )
+
+
+def _fleet_load(
+    scorer: Scorer,
+    rows: np.ndarray,
+    known: np.ndarray,
+    tasks: np.ndarray | None,
+    drop: np.ndarray | None,
+    now: float,
+) -> tuple[float, int]:
+    """Tasks held by the eligible known candidates (before headroom), and how many."""
+    keep = known if drop is None else known & ~drop
+    r = rows[keep]
+    held = tasks[keep] if tasks is not None else scorer.inflight.tasks(r, now)
+    return float(held.sum()), len(r)
 
 
 def _affinity(

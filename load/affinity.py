@@ -1,0 +1,328 @@
+"""Affinity with bounded load, simulated: sessions that want the agent holding their
+context, against the load balance that keeps queues short.
+
+    python -m load affinity [--smoke] [--json PATH] [--markdown PATH] [--plot PATH]
+
+The fleet: 50 agents of 4 slots (``max_concurrency`` declared), equal speeds or 3x apart
+(0.5-1.5), exponential task times (mean 1 s at speed 1), 70% utilisation. 2,000 keys with
+Zipf(1.1) popularity: the hottest key alone asks for several agents' capacity. Mid-run
+two agents leave (their tasks finish, none is sent to them after) and two join. Agents
+run up to 4 tasks at once and queue the rest, FIFO; Ripple, whose agents declare their
+concurrency, holds a task at the router when every agent is full and binds it when a slot
+frees (its admission, as a waiting selection does).
+
+Routers on the same arrivals and seeds: Ripple with the key (``select(affinity_key=...)``,
+every default), Ripple without it (the sojourn reference), plain consistent hashing (a
+ring of 100 virtual nodes per agent), consistent hashing with bounded loads (Mirrokni et
+al., c = 1.25, on the same ring), random, least in-flight.
+
+Reported: stickiness (a key's task on the agent that served its previous task), the p99
+over time of max/mean in-flight tasks (sampled each second, from 10% into the run),
+mean and p99 sojourn, keys moved without cause by the membership change (a key's first
+task after it went elsewhere though its previous agent stayed, could take it (within the
+bound, a slot free) and the new agent is not a newcomer), tasks sent to agents that had
+left.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from actors.core.affinity import load_bound, stable_hash
+from actors.core.config import ShardConfig
+from actors.core.errors import Saturated
+from actors.core.models import SelectRequest
+from actors.core.state import ShardState
+from load.common import Report, base_parser, section, write_simulation
+
+AGENTS, SLOTS, KEYS, ZIPF_S, UTILISATION = 50, 4, 2_000, 1.1, 0.7
+ROUTERS = (
+    "ripple (affinity_key)",
+    "ripple (no key)",
+    "consistent hashing",
+    "bounded-load CH (c = 1.25)",
+    "random",
+    "least in-flight",
+)
+VNODES = 100
+
+
+class Ring:
+    """Consistent hashing: each agent at ``VNODES`` points of a 64-bit ring."""
+
+    def __init__(self, agents: list[str]) -> None:
+        points = sorted((stable_hash(f"{a}#{v}"), a) for a in agents for v in range(VNODES))
+        self.keys = [p for p, _ in points]
+        self.agents = [a for _, a in points]
+
+    def walk(self, key: str) -> Any:
+        start = bisect.bisect(self.keys, stable_hash(key)) % len(self.keys)
+        seen: set[str] = set()
+        for i in itertools.chain(range(start, len(self.keys)), range(start)):
+            a = self.agents[i]
+            if a not in seen:
+                seen.add(a)
+                yield a
+
+
+class Sim:
+    def __init__(self, router: str, speeds: np.ndarray, seed: int, duration_s: float):
+        self.router, self.seed, self.duration_s = router, seed, duration_s
+        self.rng = np.random.default_rng([seed, ROUTERS.index(router)])
+        n = len(speeds)
+        self.names = [f"agent-{i}" for i in range(n + 2)]  # the last two join mid-run
+        self.speed = dict(zip(self.names, np.concatenate([speeds, [1.0, 1.0]]), strict=True))
+        self.live = set(self.names[:n])
+        self.left: set[str] = set()
+        self.running = dict.fromkeys(self.names, 0)
+        self.queue: dict[str, deque[int]] = {a: deque() for a in self.names}
+        self.now = 0.0
+        self.ring = Ring(sorted(self.live))
+        self.state = ShardState(ShardConfig(initial_capacity=n + 2), clock=lambda: self.now)
+        for a in sorted(self.live):
+            self.state.describe(a, max_concurrency=SLOTS)
+        self.parked: deque[int] = deque()
+
+    # ---------------------------------------------------------------- membership
+    def leave(self, agents: list[str]) -> None:
+        self.live -= set(agents)
+        self.left |= set(agents)
+        for a in agents:
+            self.state.delete(a)
+        self.ring = Ring(sorted(self.live))
+
+    def join(self, agents: list[str]) -> None:
+        self.live |= set(agents)
+        for a in agents:
+            self.state.describe(a, max_concurrency=SLOTS)
+        self.ring = Ring(sorted(self.live))
+
+    # ---------------------------------------------------------------- routing
+    def held(self, a: str) -> int:
+        return self.running[a] + len(self.queue[a])
+
+    def pick(self, key: str) -> tuple[str | None, str | None]:
+        live = sorted(self.live)
+        if self.router.startswith("ripple"):
+            req = SelectRequest(affinity_key=key if "affinity" in self.router else None)
+            try:
+                s = self.state.select(req).selected[0]
+            except Saturated:
+                return None, None
+            return s.agent_id, s.assignment_id
+        if self.router == "consistent hashing":
+            return next(self.ring.walk(key)), None
+        if self.router.startswith("bounded-load"):
+            total = sum(self.held(a) for a in live)
+            bound = load_bound(1.25, total, len(live))
+            for a in self.ring.walk(key):
+                if self.held(a) + 1 <= bound:
+                    return a, None
+            return next(self.ring.walk(key)), None
+        if self.router == "random":
+            return live[int(self.rng.integers(len(live)))], None
+        loads = np.array([self.held(a) for a in live])
+        best = np.flatnonzero(loads == loads.min())
+        return live[int(best[self.rng.integers(len(best))])], None
+
+    def acceptable(self, a: str) -> bool:
+        """Within the bounded-load bound (c = 1.25) and with a free slot, as of now (the
+        task being placed not yet counted anywhere)."""
+        live = sorted(self.live)
+        total = sum(self.held(b) for b in live)
+        return self.held(a) + 1 <= load_bound(1.25, total, len(live)) and self.held(a) < SLOTS
+
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict[str, Any]:
+        rng = np.random.default_rng(self.seed)  # the same arrivals for every router
+        capacity = sum(self.speed[a] for a in self.live) * SLOTS
+        rate = UTILISATION * capacity
+        count = int(rate * self.duration_s * 1.1) + 10
+        arrivals = np.cumsum(rng.exponential(1.0 / rate, count))
+        arrivals = arrivals[arrivals < self.duration_s]
+        work = rng.exponential(1.0, len(arrivals))
+        ranks = np.arange(1, KEYS + 1, dtype=np.float64)
+        p = ranks**-ZIPF_S
+        keys = rng.choice(KEYS, size=len(arrivals), p=p / p.sum())
+        change_at = self.duration_s / 2
+        events: list[tuple[float, int, str, int]] = []
+        seq = itertools.count()
+        for i, t in enumerate(arrivals.tolist()):
+            heapq.heappush(events, (t, next(seq), "arrive", i))
+        heapq.heappush(events, (change_at, next(seq), "change", 0))
+        for t in np.arange(1.0, self.duration_s, 1.0).tolist():
+            heapq.heappush(events, (t, next(seq), "sample", 0))
+        where: list[str | None] = [None] * len(arrivals)
+        token: list[str | None] = [None] * len(arrivals)
+        done_at = np.full(len(arrivals), np.nan)
+        last_agent: dict[int, str] = {}
+        sticky_hits = sticky_n = 0
+        moved_without_cause = moved_n = 0
+        to_departed = 0
+        ratio: list[float] = []
+        before_change: dict[int, str] = {}
+        newcomers: set[str] = set()
+
+        def start(a: str, i: int) -> None:
+            self.running[a] += 1
+            heapq.heappush(events, (self.now + work[i] / self.speed[a], next(seq), "done", i))
+
+        def place(a: str, i: int, aid: str | None) -> None:
+            nonlocal sticky_hits, sticky_n, moved_without_cause, moved_n, to_departed
+            k = int(keys[i])
+            where[i], token[i] = a, aid
+            to_departed += a in self.left
+            if k in last_agent:
+                sticky_n += 1
+                sticky_hits += last_agent[k] == a
+            if k in before_change and self.now >= change_at:
+                prev = before_change.pop(k)  # the key's first task after the change
+                if prev in self.live and prev != a and a not in newcomers:
+                    # Moved, though its agent stayed: with cause if that agent could not
+                    # take it (over the bound, or no free slot), else without.
+                    moved_without_cause += self.acceptable(prev)
+                moved_n += prev in self.live
+            last_agent[k] = a
+            if self.running[a] < SLOTS:
+                start(a, i)
+            else:
+                self.queue[a].append(i)
+
+        while events:
+            self.now, _, kind, i = heapq.heappop(events)
+            if kind == "arrive":
+                a, aid = self.pick(f"key-{int(keys[i])}")
+                if a is None:
+                    self.parked.append(i)
+                else:
+                    place(a, i, aid)
+            elif kind == "done":
+                a = where[i]
+                assert a is not None
+                self.running[a] -= 1
+                done_at[i] = self.now
+                if self.router.startswith("ripple") and a in self.live:
+                    self.state.complete(a, token[i], ok=True, duration_s=work[i] / self.speed[a])
+                if self.queue[a]:
+                    start(a, self.queue[a].popleft())
+                while self.parked:
+                    b, aid = self.pick(f"key-{int(keys[self.parked[0]])}")
+                    if b is None:
+                        break
+                    place(b, self.parked.popleft(), aid)
+            elif kind == "change":
+                before_change = dict(last_agent)
+                live = sorted(self.live)
+                gone = [live[int(j)] for j in self.rng.choice(len(live), 2, replace=False)]
+                newcomers = set(self.names[-2:])
+                self.leave(gone)
+                self.join(sorted(newcomers))
+            elif self.now >= 0.1 * self.duration_s:  # a sample of the balance
+                held = np.array([self.held(a) for a in sorted(self.live)], np.float64)
+                if held.mean() > 0:
+                    ratio.append(float(held.max() / held.mean()))
+        judged = np.isfinite(done_at) & (arrivals >= 0.1 * self.duration_s)
+        soj = (done_at - arrivals)[judged]
+        return {
+            "router": self.router,
+            "seed": self.seed,
+            "stickiness": sticky_hits / max(sticky_n, 1),
+            "max_over_mean_p99": float(np.percentile(ratio, 99)) if ratio else float("nan"),
+            "mean_s": float(soj.mean()),
+            "p99_s": float(np.percentile(soj, 99)),
+            "moved_without_cause": moved_without_cause / max(moved_n, 1),
+            "to_departed": to_departed,
+            "tasks": int(judged.sum()),
+        }
+
+
+def run(seeds: list[int], duration_s: float) -> list[dict[str, Any]]:
+    rows = []
+    for fleet, speeds in (("equal", np.ones(AGENTS)), ("3x apart", np.linspace(0.5, 1.5, AGENTS))):
+        with section(f"speeds {fleet}"):
+            for router in ROUTERS:
+                runs = [Sim(router, speeds, s, duration_s).run() for s in seeds]
+                row: dict[str, Any] = {"speeds": fleet, "router": router, "seeds": len(runs)}
+                for key in runs[0]:
+                    if key not in ("router", "seed"):
+                        row[key] = float(np.mean([r[key] for r in runs]))
+                rows.append(row)
+    for fleet in ("equal", "3x apart"):
+        base = next(r for r in rows if r["speeds"] == fleet and r["router"] == "ripple (no key)")
+        for r in rows:
+            if r["speeds"] == fleet:
+                r["mean_vs_no_key"] = float(r["mean_s"]) / float(base["mean_s"])
+                r["p99_vs_no_key"] = float(r["p99_s"]) / float(base["p99_s"])
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| speeds | router | stickiness | max/mean in flight, p99 | mean sojourn (s) | vs no key "
+        "| p99 (s) | vs no key | moved without cause | tasks to departed agents |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['speeds']} | {r['router']} | {r['stickiness']:.3f} | "
+            f"{r['max_over_mean_p99']:.2f} | {r['mean_s']:.3f} | {r['mean_vs_no_key']:.2f} | "
+            f"{r['p99_s']:.2f} | {r['p99_vs_no_key']:.2f} | "
+            f"{100 * r['moved_without_cause']:.2f}% | {r['to_departed']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, fleet in zip(axes, ("equal", "3x apart"), strict=True):
+        for r in rows:
+            if r["speeds"] == fleet:
+                ax.scatter(r["max_over_mean_p99"], r["stickiness"], s=60)
+                ax.annotate(r["router"], (r["max_over_mean_p99"], r["stickiness"]), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(f"speeds {fleet}")
+        ax.set_xlabel("max/mean in-flight, p99 over time (log)")
+        ax.set_ylabel("stickiness")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> Report:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell")
+    parser.add_argument("--duration-s", type=float, default=300.0, help="simulated seconds")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    parser.add_argument("--plot", default=None, help="write a PNG here")
+    args = parser.parse_args(argv)
+    seeds = [1] if args.smoke else list(range(1, args.seeds + 1))
+    duration_s = 40.0 if args.smoke else args.duration_s
+    report = Report("affinity", {"smoke": args.smoke, "seeds": seeds, "duration_s": duration_s})
+    rows = run(seeds, duration_s)
+    table = markdown(rows)
+    print(table)
+    for r in rows:
+        if r["router"] == "ripple (affinity_key)":
+            tag = f"speeds {r['speeds']}"
+            report.add(f"{tag}: stickiness", r["stickiness"], "", target=">= 0.50")
+            report.add(
+                f"{tag}: max/mean in flight p99", r["max_over_mean_p99"], "x", target="<= 1.85"
+            )
+            report.add(f"{tag}: mean sojourn vs no key", r["mean_vs_no_key"], "x", target="<= 1.10")
+            report.add(f"{tag}: p99 sojourn vs no key", r["p99_vs_no_key"], "x", target="<= 1.10")
+            report.add(
+                f"{tag}: moved without cause", 100 * r["moved_without_cause"], "%", target="<= 1"
+            )
+            report.add(f"{tag}: tasks to departed agents", r["to_departed"], "tasks", target="0")
+    write_simulation(report, args, table, rows, plot)
+    return report
