@@ -20,7 +20,8 @@ AGENTS = [f"worker-{i}" for i in range(6)]
 def client(ray_session, namespace) -> Iterator[RippleClient]:
     # Ejections and the memory of outcomes short enough for a test; the rest as a user
     # gets it.
-    shard = ShardConfig(ejection_base_s=1.0, outcome_half_life_s=1.0)
+    # (3 s of ejection: the first 60 tasks must fit in it on a loaded 2-core CI machine.)
+    shard = ShardConfig(ejection_base_s=3.0, outcome_half_life_s=1.0)
     c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=2, shard=shard))
     yield c
     actors.teardown(namespace)
