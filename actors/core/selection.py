@@ -1,4 +1,5 @@
-"""One shard's side of a selection: score the candidates, return enough for an exact merge.
+"""How a shard scores and ranks agents (``Scorer``); what it filters and sends for a
+selection is ``shard_select``.
 
 The load dimension here is the *estimated* current load (``inflight``: the last report
 plus the tasks assigned since, minus those completed since; never below the tasks open on
@@ -31,12 +32,11 @@ from __future__ import annotations
 import numpy as np
 
 from actors.core.admission import Admission
-from actors.core.affinity import Affinity, AffinityAnswer
+from actors.core.affinity import Affinity
 from actors.core.config import ShardConfig
 from actors.core.fluid import MIN_COMPLETIONS, Measured
 from actors.core.health import PROBING, Health
 from actors.core.inflight import InFlight
-from actors.core.merge import Partial, shard_fetch_size, top_order
 from actors.core.metadata import Labels
 from actors.core.models import (
     CAPACITY_CODE,
@@ -307,195 +307,3 @@ class Scorer:
         if probing.any():
             ranks[probing] = PROBE_RANK
         return ranks
-
-
-def _candidate_rows(
-    scorer: Scorer, req: SelectRequest, now: float
-) -> tuple[np.ndarray, list[str] | None]:
-    """Rows (-1: unknown candidate) after exclude, labels and require_signals, and the
-    candidate ids when the request named them."""
-    table, signals = scorer.table, scorer.signals
-    if req.candidates is not None:
-        cand = list(dict.fromkeys(req.candidates))
-        if req.exclude:
-            ex = set(req.exclude)
-            cand = [c for c in cand if c not in ex]
-        if req.require_labels:
-            # An unknown candidate has no labels, so it cannot match.
-            cand = [c for c in cand if scorer.labels.matches(c, req.require_labels)]
-        rows = table.lookup(cand)
-        if req.require_signals:
-            keep = rows >= 0
-            keep[keep] = signals.has_live(rows[keep], now)
-            rows = rows[keep]
-            cand = [c for c, kp in zip(cand, keep.tolist(), strict=True) if kp]
-        return rows, cand
-    n = table.n
-    mask = None
-    if req.exclude:
-        mask = np.ones(n, bool)
-        mask[[r for r in map(table.index.get, req.exclude) if r is not None]] = False
-    if req.require_signals:
-        live = signals.has_live(slice(0, n), now)
-        mask = live if mask is None else mask & live
-    if req.require_labels:
-        matching = np.zeros(n, bool)
-        matching[[table.index[a] for a in scorer.labels.matching(req.require_labels)]] = True
-        mask = matching if mask is None else mask & matching
-    return (np.arange(n) if mask is None else np.flatnonzero(mask)), None
-
-
-def partial_select(
-    scorer: Scorer, req: SelectRequest, w: np.ndarray, now: float, rng: np.random.Generator
-) -> Partial:
-    """This shard's candidates for a selection, enough for an exact global merge."""
-    rows, cand_ids = _candidate_rows(scorer, req, now)
-    considered = len(rows)
-    asked = scorer.table.n if req.candidates is None else len(set(req.candidates))
-    in_time = req.strategy == "balanced" or req.deadline_s is not None
-    dims: np.ndarray | None = None
-    tasks: np.ndarray | None = None
-    scores: np.ndarray | None = None
-    if cand_ids is not None or in_time:
-        known, dims, tasks = scorer.known_dims(rows, now, tasks=in_time)
-        if not in_time or req.min_score is not None:  # else only the picks' are needed
-            scores = w @ dims
-    else:
-        known = np.ones(len(rows), bool)
-        scores = scorer.all_scores(w, now)
-        if len(rows) != scorer.table.n:
-            scores = scores[rows]
-    blocked = scorer.blocked(rows, now)
-    # Health first (all blocked: a panic, route to all), then headroom: an assigning
-    # selection takes only agents with a free slot; none left is a saturated answer.
-    drop = blocked if blocked is not None and not blocked.all() else None
-    blocked_n = 0 if drop is None else int(drop.sum())
-    # An affinity bound is relative to the mean load of every eligible agent, full or not.
-    fleet = _fleet_load(scorer, rows, known, tasks, drop, now) if req.affinity_key else None
-    full_n, free_in_s = 0, float("inf")
-    if req.assign:
-        sub = rows if drop is None else rows[~drop]
-        held = None if tasks is None or drop is None else tasks[~drop]
-        full = scorer.full(sub, now, tasks if drop is None else held)
-        if full is not None:
-            full_n = int(full.sum())
-            if full.all():  # a saturated answer: say when a slot should free
-                free_in_s = scorer.free_in_s(sub[full], now)
-            if drop is None:
-                drop = full
-            else:
-                drop = drop.copy()
-                drop[np.flatnonzero(~drop)[full]] = True
-    if drop is not None:
-        keep = np.flatnonzero(~drop)
-        rows, known = rows[keep], known[keep]
-        scores = None if scores is None else scores[keep]
-        dims = None if dims is None else dims[:, keep]
-        tasks = None if tasks is None else tasks[keep]
-        cand_ids = None if cand_ids is None else [cand_ids[i] for i in keep.tolist()]
-    ok = None
-    if req.min_score is not None:
-        assert scores is not None
-        ok = np.flatnonzero(scores >= req.min_score)
-    predicted = None
-    if in_time:
-        assert dims is not None
-        predicted = scorer.predicted(rows, dims, now, tasks)
-        ranks = scorer.ranks(req, rows, dims, w, predicted, now)
-    else:
-        assert scores is not None
-        ranks = scores
-    elig = ranks if ok is None else ranks[ok]
-    fetch = shard_fetch_size(req)
-    if req.strategy == "p2c":
-        pos = rng.permutation(len(elig))[:fetch]
-        keys = rng.random(len(pos))
-    else:
-        pos, keys = top_order(elig, fetch, rng)
-    if ok is not None:
-        pos = ok[pos]
-    answer = None
-    if req.affinity_key is not None and scorer.affinity is not None:
-        # The key's agents travel with the shard's best, so the merge can pick them.
-        answer, extra = _affinity(scorer, req.affinity_key, rows, known, tasks, ok, now)
-        if fleet is not None:
-            answer.total_tasks, answer.eligible = fleet
-        extra = extra[~np.isin(extra, pos)]
-        if len(extra):
-            pos = np.concatenate([pos, extra])
-            keys = np.concatenate([keys, rng.random(len(extra))])
-    sel_rows = rows[pos]
-    sel_known = known[pos]
-    if dims is not None:
-        sel_dims = dims[:, pos]
-    elif len(sel_rows):
-        sel_dims = scorer.dims(sel_rows, now)
-    else:
-        sel_dims = np.empty((NUM_DIMENSIONS, 0))
-    sel_pred = (
-        predicted[pos] if predicted is not None else scorer.predicted(sel_rows, sel_dims, now)
-    )
-    ages = np.full(len(pos), np.nan)
-    if sel_known.any():
-        ages[sel_known] = scorer.signals.oldest_age(sel_rows[sel_known], now)
-    ids = scorer.table.ids
-    return Partial(
-        [ids[r] for r in sel_rows.tolist()]
-        if cand_ids is None
-        else [cand_ids[i] for i in pos.tolist()],
-        w @ sel_dims if scores is None else scores[pos],
-        keys,
-        np.ascontiguousarray(sel_dims.T),
-        sel_known,
-        considered,
-        len(elig),
-        ages,
-        ranks[pos],
-        sel_pred,
-        scorer.health_of(sel_rows, now),
-        full_n,
-        free_in_s,
-        max(asked - considered, 0),
-        blocked_n,
-        answer,
-    )
-
-
-def _fleet_load(
-    scorer: Scorer,
-    rows: np.ndarray,
-    known: np.ndarray,
-    tasks: np.ndarray | None,
-    drop: np.ndarray | None,
-    now: float,
-) -> tuple[float, int]:
-    """Tasks held by the eligible known candidates (before headroom), and how many."""
-    keep = known if drop is None else known & ~drop
-    r = rows[keep]
-    held = tasks[keep] if tasks is not None else scorer.inflight.tasks(r, now)
-    return float(held.sum()), len(r)
-
-
-def _affinity(
-    scorer: Scorer,
-    key: str,
-    rows: np.ndarray,
-    known: np.ndarray,
-    tasks: np.ndarray | None,
-    ok: np.ndarray | None,
-    now: float,
-) -> tuple[AffinityAnswer, np.ndarray]:
-    """This shard's affinity answer over its eligible known candidates, and the positions
-    (into ``rows``) of the agents it names."""
-    assert scorer.affinity is not None
-    base = np.arange(len(rows)) if ok is None else ok
-    base = base[known[base]]
-    r = rows[base]
-    held = tasks[base] if tasks is not None else scorer.inflight.tasks(r, now)
-    cfg = scorer.cfg
-    answer = scorer.affinity.answer(
-        key, r, held, np.ones(len(r), bool), cfg.affinity_candidates, cfg.affinity_max_load_ratio
-    )
-    index = scorer.table.index
-    named = answer.ids + ([answer.sticky[0]] if answer.sticky is not None else [])
-    return answer, base[np.isin(r, [index[a] for a in named])]

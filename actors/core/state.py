@@ -9,7 +9,9 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
   (``learning``: what is learned per agent; ``tasks``: the verbs that record tasks:
   assign, report_tasks, complete);
 - ``metadata``: labels (``describe``);
-- ``selection`` and ``merge``: a shard's candidates and the exact top-k merge;
+- ``selection``: scores and ranks; ``shard_select``: a shard's candidates after the
+  filters (health, headroom: ``admission``; the key's agents: ``affinity``); ``merge``:
+  the exact top-k merge; ``decisions``: why each assignment went where it went;
 - ``prediction``: overload trends (``overloads``: the paged scan); ``persistence``: the
   snapshot format; ``recovery``: restore (``recovery.restore(data, config)``), snapshots
   in steps and WAL replay (``wal``: the record format);
@@ -58,7 +60,8 @@ from actors.core.models import (
 )
 from actors.core.overloads import OverloadScan
 from actors.core.prediction import Predictor
-from actors.core.selection import Scorer, partial_select
+from actors.core.selection import Scorer
+from actors.core.shard_select import partial_select
 from actors.core.signals import LiveSignals
 from actors.core.speed import Speed
 from actors.core.table import AgentTable
