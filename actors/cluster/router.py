@@ -18,6 +18,7 @@ from actors.cluster.adapter import Fanout, Gathered, Op, PickledCalls, drive, no
 from actors.cluster.waiting import FlowControl
 from actors.core import decisions
 from actors.core.admission import saturated
+from actors.core.affinity import claim
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput, NotFound, Unavailable
 from actors.core.merge import Partial, merge_partials
@@ -153,7 +154,7 @@ class RouterCore:
                 by_shard.setdefault(self._owner(s.agent_id), []).append(s.agent_id)
         # The decision record travels with the assignment: no call of its own.
         # The key (affinity) is remembered by the shard owning its agent, the first pick.
-        first = (key, result.selected[0].agent_id) if key and result.selected else None
+        first = claim(key, result)
         calls = {s: ("assign", (ids, True, why, first)) for s, ids in by_shard.items()}
         got = yield self.fanout, calls
         if got.degraded:
@@ -212,15 +213,12 @@ class RouterCore:
         return self.fanout.one(await self.fanout.gather({s: (method, (agent_id, *args))}), s)
 
     async def decision(self, assignment_id: str) -> dict[str, Any]:
-        """Why an assignment went where it went: its record, from whichever shard keeps
-        it (asked of all: an id does not say its shard; this is a rare, human call)."""
-        return self.decision_from(await self._all("decision", assignment_id), assignment_id)
+        return await drive(self.decision_op(assignment_id))
 
     def decision_op(self, assignment_id: str) -> Op[dict[str, Any]]:
+        """Why an assignment went where it went: its record, from whichever shard keeps
+        it (asked of all: an id does not say its shard; this is a rare, human call)."""
         got = yield self.fanout, {s: ("decision", (assignment_id,)) for s in range(self.num_shards)}
-        return self.decision_from(got, assignment_id)
-
-    def decision_from(self, got: Gathered, assignment_id: str) -> dict[str, Any]:
         self.fanout.all_ok(got)
         for record in got.results.values():
             if record is not None:

@@ -30,6 +30,7 @@ from typing import Literal
 
 import numpy as np
 
+from actors.core.results import SelectResult
 from actors.core.table import AgentTable
 
 Outcome = Literal["hit", "spilled", "new"]
@@ -64,11 +65,11 @@ def load_bound(ratio: float, total_tasks: float, eligible: int) -> float:
 class AffinityAnswer:
     """One shard's part of an affinity decision."""
 
-    ids: list[str]  # its first agents in the key's order (weight descending)
+    ids: list[str]  # its first agents in the key's order (weight descending), each
+    # with headroom when the selection assigns (the load bound is the router's)
     weights: np.ndarray  # uint64
     tasks: np.ndarray  # tasks each holds
-    acceptable: np.ndarray  # bool: headroom (the bound is the router's)
-    total_tasks: float = 0.0  # over the shard's eligible agents
+    total_tasks: float = 0.0  # over the shard's eligible agents, full ones included
     eligible: int = 0
     sticky: tuple[str, float, float] | None = None  # (agent, remembered at, its tasks)
     ratio: float = 1.25
@@ -98,16 +99,22 @@ def decide(answers: list[AffinityAnswer], limit: int) -> tuple[AffinityPick | No
     outcome: Outcome = "spilled" if held else "new"
     ranked = sorted(
         (
-            (int(a.weights[i]), a.ids[i], float(a.tasks[i]), bool(a.acceptable[i]))
+            (int(a.weights[i]), a.ids[i], float(a.tasks[i]))
             for a in answers
             for i in range(len(a.ids))
         ),
         key=lambda t: (-t[0], t[1]),
     )[:limit]
-    for _, agent, tasks, ok in ranked:
-        if ok and tasks + 1.0 <= bound + 1e-9:
+    for _, agent, tasks in ranked:
+        if tasks + 1.0 <= bound + 1e-9:
             return AffinityPick(agent, outcome), outcome
     return None, "spilled" if held or ranked else outcome
+
+
+def claim(key: str | None, result: SelectResult) -> tuple[str, str] | None:
+    """(key, the agent that serves it now) of a keyed selection: its first pick, which
+    the shard owning that agent remembers when it records the assignment."""
+    return (key, result.selected[0].agent_id) if key and result.selected else None
 
 
 @dataclass
@@ -148,12 +155,13 @@ class Affinity:
         key: str,
         rows: np.ndarray,
         tasks: np.ndarray,
-        acceptable: np.ndarray,
         limit: int,
         ratio: float,
+        fleet: tuple[float, int],
     ) -> AffinityAnswer:
-        """This shard's part for ``key`` over its eligible known ``rows`` (``tasks``: what
-        each holds; ``acceptable``: which have headroom)."""
+        """This shard's part for ``key`` over the known ``rows`` it may choose (``tasks``:
+        what each holds); ``fleet``: the tasks held by every eligible agent and how
+        many, for the bound."""
         ids = self.table.ids
         w = weights(stable_hash(key), self.hashes(rows))
         # A float pre-sort for speed, then the exact order (64-bit weight, then id) on a
@@ -172,9 +180,8 @@ class Affinity:
             [ids[rows[i]] for i in top],
             w[pos],
             tasks[pos],
-            acceptable[pos],
-            float(tasks.sum()),
-            len(rows),
+            fleet[0],
+            fleet[1],
             sticky,
             ratio,
             limit,

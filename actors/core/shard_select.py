@@ -62,8 +62,11 @@ def partial_select(
     dims: np.ndarray | None = None
     tasks: np.ndarray | None = None
     scores: np.ndarray | None = None
+    # The tasks each candidate holds, once, for whatever needs them: ranking in time,
+    # headroom, and an affinity key's bound.
+    want_tasks = in_time or req.affinity_key is not None
     if cand_ids is not None or in_time:
-        known, dims, tasks = scorer.known_dims(rows, now, tasks=in_time)
+        known, dims, tasks = scorer.known_dims(rows, now, tasks=want_tasks)
         if not in_time or req.min_score is not None:  # else only the picks' are needed
             scores = w @ dims
     else:
@@ -71,13 +74,18 @@ def partial_select(
         scores = scorer.all_scores(w, now)
         if len(rows) != scorer.table.n:
             scores = scores[rows]
+        if want_tasks:
+            tasks = scorer.inflight.tasks(rows, now)
     blocked = scorer.blocked(rows, now)
     # Health first (all blocked: a panic, route to all), then headroom: an assigning
     # selection takes only agents with a free slot; none left is a saturated answer.
     drop = blocked if blocked is not None and not blocked.all() else None
     blocked_n = 0 if drop is None else int(drop.sum())
     # An affinity bound is relative to the mean load of every eligible agent, full or not.
-    fleet = _fleet_load(scorer, rows, known, tasks, drop, now) if req.affinity_key else None
+    fleet = None
+    if tasks is not None and req.affinity_key is not None:
+        eligible = known if drop is None else known & ~drop
+        fleet = (float(tasks[eligible].sum()), int(eligible.sum()))
     full_n, free_in_s = 0, float("inf")
     if req.assign:
         sub = rows if drop is None else rows[~drop]
@@ -121,11 +129,10 @@ def partial_select(
     if ok is not None:
         pos = ok[pos]
     answer = None
-    if req.affinity_key is not None and scorer.affinity is not None:
+    if fleet is not None and tasks is not None and scorer.affinity is not None:
         # The key's agents travel with the shard's best, so the merge can pick them.
-        answer, extra = _affinity(scorer, req.affinity_key, rows, known, tasks, ok, now)
-        if fleet is not None:
-            answer.total_tasks, answer.eligible = fleet
+        assert req.affinity_key is not None
+        answer, extra = _affinity(scorer, req.affinity_key, rows, known, tasks, ok, fleet)
         extra = extra[~np.isin(extra, pos)]
         if len(extra):
             pos = np.concatenate([pos, extra])
@@ -167,40 +174,25 @@ def partial_select(
     )
 
 
-def _fleet_load(
-    scorer: Scorer,
-    rows: np.ndarray,
-    known: np.ndarray,
-    tasks: np.ndarray | None,
-    drop: np.ndarray | None,
-    now: float,
-) -> tuple[float, int]:
-    """Tasks held by the eligible known candidates (before headroom), and how many."""
-    keep = known if drop is None else known & ~drop
-    r = rows[keep]
-    held = tasks[keep] if tasks is not None else scorer.inflight.tasks(r, now)
-    return float(held.sum()), len(r)
-
-
 def _affinity(
     scorer: Scorer,
     key: str,
     rows: np.ndarray,
     known: np.ndarray,
-    tasks: np.ndarray | None,
+    tasks: np.ndarray,
     ok: np.ndarray | None,
-    now: float,
+    fleet: tuple[float, int],
 ) -> tuple[AffinityAnswer, np.ndarray]:
-    """This shard's affinity answer over its eligible known candidates, and the positions
-    (into ``rows``) of the agents it names."""
+    """This shard's affinity answer over its candidates (those with headroom, when it
+    assigns), and the positions (into ``rows``) of the agents it names. ``fleet``: the
+    tasks held by every eligible agent and how many, full ones included (the bound's)."""
     assert scorer.affinity is not None
     base = np.arange(len(rows)) if ok is None else ok
     base = base[known[base]]
     r = rows[base]
-    held = tasks[base] if tasks is not None else scorer.inflight.tasks(r, now)
     cfg = scorer.cfg
     answer = scorer.affinity.answer(
-        key, r, held, np.ones(len(r), bool), cfg.affinity_candidates, cfg.affinity_max_load_ratio
+        key, r, tasks[base], cfg.affinity_candidates, cfg.affinity_max_load_ratio, fleet
     )
     index = scorer.table.index
     named = answer.ids + ([answer.sticky[0]] if answer.sticky is not None else [])

@@ -32,7 +32,7 @@ import numpy as np
 from actors.core import decisions as records
 from actors.core import wal
 from actors.core.admission import Admission, saturated
-from actors.core.affinity import Affinity
+from actors.core.affinity import Affinity, claim
 from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
 from actors.core.config import ShardConfig
 from actors.core.decisions import DecisionLog
@@ -219,8 +219,7 @@ class ShardState:
             why = (
                 records.Pending.of(req, {0: part}, result, 0.0) if self.decisions.capacity else None
             )
-            key = req.affinity_key
-            first = (key, result.selected[0].agent_id) if key and result.selected else None
+            first = claim(req.affinity_key, result)
             ids = self.assign(
                 [s.agent_id for s in result.selected], record=why, affinity=first, at_s=now
             )

@@ -93,7 +93,6 @@ def test_the_bound_and_the_order() -> None:
         ["x", "y"],
         np.array([5, 9], np.uint64),
         np.array([0.0, 9.0]),
-        np.array([True, True]),
         9.0,
         2,
     )
