@@ -39,7 +39,7 @@ from actors.core.config import ShardConfig
 from actors.core.errors import Saturated
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
-from load.common import Report, base_parser, section, write_simulation
+from load.common import Report, section, seeds_of, simulation_parser, write_simulation
 
 AGENTS, SLOTS, KEYS, ZIPF_S, UTILISATION = 50, 4, 2_000, 1.1, 0.7
 ROUTERS = (
@@ -84,7 +84,8 @@ class Sim:
         self.queue: dict[str, deque[int]] = {a: deque() for a in self.names}
         self.now = 0.0
         self.ring = Ring(sorted(self.live))
-        self.state = ShardState(ShardConfig(initial_capacity=n + 2), clock=lambda: self.now)
+        cfg = ShardConfig(initial_capacity=n + 2)
+        self.state = ShardState(cfg, clock=lambda: self.now, seed=seed)
         for a in sorted(self.live):
             self.state.describe(a, max_concurrency=SLOTS)
         self.parked: deque[int] = deque()
@@ -299,13 +300,11 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell")
-    parser.add_argument("--duration-s", type=float, default=300.0, help="simulated seconds")
-    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
-    parser.add_argument("--plot", default=None, help="write a PNG here")
+    parser = simulation_parser(
+        __doc__ or "", "stickiness against balance", seeds=3, duration_s=300.0
+    )
     args = parser.parse_args(argv)
-    seeds = [1] if args.smoke else list(range(1, args.seeds + 1))
+    seeds = seeds_of(args)
     duration_s = 40.0 if args.smoke else args.duration_s
     report = Report("affinity", {"smoke": args.smoke, "seeds": seeds, "duration_s": duration_s})
     rows = run(seeds, duration_s)

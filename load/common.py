@@ -230,6 +230,27 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def simulation_parser(
+    doc: str, plot: str, seeds: int | None = None, duration_s: float | None = None
+) -> argparse.ArgumentParser:
+    """``base_parser`` and what a simulator takes: where ``write_simulation`` puts the
+    table (``--markdown``) and the plot of ``plot`` (``--plot``), and, when given, its
+    default number of seeds and simulated length."""
+    p = base_parser(doc)
+    if seeds is not None:
+        p.add_argument("--seeds", type=int, default=seeds, help="seeds per cell")
+    if duration_s is not None:
+        p.add_argument("--duration-s", type=float, default=duration_s, help="simulated seconds")
+    p.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    p.add_argument("--plot", default=None, help=f"write a PNG of {plot} here")
+    return p
+
+
+def seeds_of(args: argparse.Namespace) -> list[int]:
+    """The seeds a simulator runs: one at smoke size, else 1 .. ``--seeds``."""
+    return [1] if args.smoke else list(range(1, args.seeds + 1))
+
+
 def lower_of_two(rng: np.random.Generator, values: np.ndarray) -> int:
     """Power of two choices: two distinct positions at random, the one with the lower
     value (a tie at random). The peers' P2C and least-request models share it."""

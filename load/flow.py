@@ -46,7 +46,7 @@ from actors.core.errors import Saturated
 from actors.core.flow import FlowQueue, Waiter, jain_index
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
-from load.common import Report, base_parser, section, write_simulation
+from load.common import Report, section, seeds_of, simulation_parser, write_simulation
 
 AGENTS, SLOTS, MEAN_S = 10, 4, 1.0
 CAPACITY = AGENTS * SLOTS / MEAN_S  # tasks/s
@@ -356,13 +356,9 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell")
-    parser.add_argument("--duration-s", type=float, default=300.0, help="simulated seconds")
-    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
-    parser.add_argument("--plot", default=None, help="write a PNG of the sweep here")
+    parser = simulation_parser(__doc__ or "", "the sweep", seeds=3, duration_s=300.0)
     args = parser.parse_args(argv)
-    seeds = [1] if args.smoke else list(range(1, args.seeds + 1))
+    seeds = seeds_of(args)
     duration_s = 60.0 if args.smoke else args.duration_s
     loads = (2.0,) if args.smoke else LOADS
     report = Report("flow", {"smoke": args.smoke, "seeds": seeds, "duration_s": duration_s})

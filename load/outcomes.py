@@ -55,7 +55,14 @@ from actors.core.config import ShardConfig
 from actors.core.errors import Saturated
 from actors.core.models import SelectRequest
 from actors.core.state import ShardState
-from load.common import Report, base_parser, lower_of_two, section, write_simulation
+from load.common import (
+    Report,
+    lower_of_two,
+    section,
+    seeds_of,
+    simulation_parser,
+    write_simulation,
+)
 
 SLOTS = 4
 PHASES = 10
@@ -538,12 +545,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per scenario")
-    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
-    parser.add_argument("--plot", default=None, help="write a PNG of regret over time here")
-    args = parser.parse_args(argv)
-    seeds = [1] if args.smoke else list(range(1, args.seeds + 1))
+    args = simulation_parser(__doc__ or "", "regret over time", seeds=5).parse_args(argv)
+    seeds = seeds_of(args)
     report = Report("outcomes", {"smoke": args.smoke, "seeds": seeds})
     outcomes = run(seeds, args.smoke)
     rows = summarise(outcomes)

@@ -43,7 +43,13 @@ from actors.core.config import ShardConfig
 from actors.core.errors import Saturated
 from actors.core.models import SelectRequest, Strategy, Weights
 from actors.core.state import ShardState
-from load.common import Report, base_parser, lower_of_two, section, write_simulation
+from load.common import (
+    Report,
+    lower_of_two,
+    section,
+    simulation_parser,
+    write_simulation,
+)
 
 QUEUE_FULL = 20  # tasks at which an agent reports LOAD 1.0; also its max_concurrency
 PHASES = 10  # report phases per period, so reports are staggered like a real fleet's
@@ -415,10 +421,7 @@ def scenarios(smoke: bool) -> list[Scenario]:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__ or "")
-    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
-    parser.add_argument("--plot", default=None, help="write a PNG of the sweep here")
-    args = parser.parse_args(argv)
+    args = simulation_parser(__doc__ or "", "the sweep").parse_args(argv)
     report = Report("routing", {"smoke": args.smoke})
     rows: list[dict[str, Any]] = []
     for sc in scenarios(args.smoke):
