@@ -42,7 +42,8 @@ class _Ticket:
     request: SelectRequest
     future: asyncio.Future[SelectResult]
     parent: Any = None  # the caller's trace context
-    dispatching: bool = False
+    # The dispatcher's selection for it, while one runs (done when it ends, bound or not).
+    attempt: asyncio.Future[None] | None = None
 
 
 class FlowControl:
@@ -112,10 +113,11 @@ class FlowControl:
         self._ensure_dispatcher()
         try:
             done, _ = await asyncio.wait({ticket.future}, timeout=wait_s)
-            if not done and ticket.dispatching:
-                # A selection for it is under way: its answer (an assignment) is the
-                # caller's, not a task left open with nobody to run it.
-                await asyncio.wait({ticket.future})
+            if not done and ticket.attempt is not None:
+                # A selection for it is under way: if it assigns, the assignment is the
+                # caller's, not a task left open with nobody to run it. Wait for that
+                # try to end (it may find no headroom: then the answer is a refusal).
+                await asyncio.wait({ticket.attempt})
         finally:
             # Timed out, or the caller went away (cancelled): out of the queue.
             if self.queue.remove(waiter):
@@ -202,7 +204,14 @@ class FlowControl:
         if ticket.future.done():  # it left meanwhile (timed out, cancelled)
             self.queue.remove(waiter)
             return True
-        ticket.dispatching = True
+        attempt = ticket.attempt = asyncio.get_running_loop().create_future()
+        try:
+            return await self._bind(waiter, ticket)
+        finally:  # the answer (if any) is set on the ticket before its caller looks
+            ticket.attempt = None
+            attempt.set_result(None)
+
+    async def _bind(self, waiter: Waiter, ticket: _Ticket) -> bool:
         try:
             waited = self.clock() - waiter.arrived_s
             result = await self.select_once(ticket.request, waited, ticket.parent)
@@ -214,8 +223,6 @@ class FlowControl:
             if not ticket.future.done():
                 ticket.future.set_exception(exc)
             return True
-        finally:
-            ticket.dispatching = False
         self.queue.remove(waiter)
         self._set_waiting()
         now = self.clock()

@@ -353,3 +353,22 @@ def test_a_refusal_survives_pickling_and_maps_to_429_with_retry_after() -> None:
     assert body["request_id"] == "rid-1"
     soon = error_response(Saturated("full", retry_after_s=0.01), "rid-2")
     assert soon.headers["Retry-After"] == "1"  # whole seconds, never 0
+
+
+def test_a_wait_that_runs_out_during_a_failed_try_is_refused_not_held(clock) -> None:
+    async def go() -> None:
+        router = make_router(clock)
+        await router.select(SelectRequest())
+        real = router.flow.select_once
+
+        async def slow_full(req: SelectRequest, waited_s: float, parent: Any) -> Any:
+            if waited_s > 0:  # the dispatcher's try: still full, and slow to say so
+                await asyncio.sleep(0.1)
+            return await real(req, waited_s, parent)
+
+        router.flow.select_once = slow_full  # type: ignore[method-assign]
+        with pytest.raises(Saturated):
+            await asyncio.wait_for(router.select(SelectRequest(wait_s=0.05)), 2.0)
+        assert len(router.flow.queue) == 0
+
+    asyncio.run(go())
