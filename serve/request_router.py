@@ -17,7 +17,8 @@ How it maps onto Ripple:
   requests this router has in flight there over ``max_ongoing_requests``) and LATENCY (the
   replica's mean time per request, relative to the slowest replica), records the requests
   sent and finished since the last refresh as Ripple assignments and completions (one call
-  per shard, ``report_tasks``), and fetches every replica's score;
+  per shard, ``report_tasks``; a send that a full replica refused is neither:
+  ``SendLedger``), and fetches every replica's score;
 - ``choose_replicas`` never waits on Ripple: it ranks the candidates by the time per
   request that the cached ``predicted_s`` implies (Ripple's prediction, in seconds, of one
   more request there, from the completions it measured) times the requests this router
@@ -68,6 +69,73 @@ MAX_TRACKED_REQUESTS = 100_000
 LATENCY_EWMA_ALPHA = 0.2
 
 
+class SendLedger:
+    """The requests this router sent and saw end, as Ripple assignments and completions.
+
+    Serve calls ``on_send_request`` for every send, also one a full replica then refuses
+    (strict ``max_ongoing_requests``, Serve's default outside Ray Client), and fires
+    ``on_request_completed`` for the refused send too, before it chooses again. Only an
+    accepted send reaches ``on_request_routed``. Counting a refusal as a task would record
+    a successful completion a few milliseconds long, which teaches Ripple that the fullest
+    replica is the fastest. So a send that ends without having been accepted, while sends
+    to that replica await Serve's verdict, is a refusal, taken back: out of the assignments
+    not yet reported (nearly always: a refusal takes about a millisecond, a report is sent
+    every ``refresh_interval_s``), else counted in ``orphaned`` and left for Ripple to close
+    at ``assignment_ttl_s``. Sends without a verdict (Ray Client, Serve's broadcast) end as
+    completions, as before the first acceptance is seen.
+    """
+
+    def __init__(self, max_tracked: int = MAX_TRACKED_REQUESTS) -> None:
+        self.max_tracked = max_tracked
+        self.assigned: list[str] = []
+        self.completed: list[tuple[str, bool, float | None]] = []
+        self.awaiting: dict[Any, int] = defaultdict(int)  # sends per replica, no verdict yet
+        # (replica, request id) of sends a replica accepted, oldest first.
+        self.accepted: dict[tuple[Any, str], None] = {}
+        self.strict = False  # seen an acceptance: replicas give verdicts
+        self.refused = 0
+        self.orphaned = 0
+
+    def sent(self, replica: Any, agent: str) -> None:
+        self.awaiting[replica] += 1
+        self.assigned.append(agent)
+
+    def accepted_send(self, replica: Any, request_id: str) -> None:
+        self.strict = True
+        self.awaiting[replica] = max(0, self.awaiting[replica] - 1)
+        self.accepted[(replica, request_id)] = None
+        if len(self.accepted) > self.max_tracked:  # a completion that never came
+            del self.accepted[next(iter(self.accepted))]
+
+    def ended(self, replica: Any, agent: str, request_id: str) -> bool:
+        """A send ended; True when it was a request served (a completion), False when the
+        replica refused it."""
+        served = self.accepted.pop((replica, request_id), False) is None
+        if not served and self.strict and self.awaiting[replica] > 0:
+            self.awaiting[replica] -= 1
+            self.refused += 1
+            try:
+                self.assigned.remove(agent)
+            except ValueError:  # already reported
+                self.orphaned += 1
+            return False
+        # No duration: what this router times is the request's whole stay, queueing at the
+        # replica included, not the replica's work on it; reported as work, Ripple would
+        # take the queue for requests run side by side. It learns the time in system from
+        # the completion itself.
+        self.completed.append((agent, True, None))
+        return True
+
+    def forget(self, replica: Any) -> None:
+        self.awaiting.pop(replica, None)
+
+    def take(self) -> tuple[list[str], list[tuple[str, bool, float | None]]]:
+        """What to report now (tasks opened, tasks ended), emptied."""
+        out = (self.assigned, self.completed)
+        self.assigned, self.completed = [], []
+        return out
+
+
 class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
     """Ranks replicas with Ripple's scores, refreshed in the background."""
 
@@ -94,8 +162,7 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
         self.inflight: dict[ReplicaID, int] = defaultdict(int)
         self.latency_s: dict[ReplicaID, float] = {}
         self.started: dict[str, float] = {}
-        self.assigned: list[str] = []
-        self.completed: list[tuple[str, bool, float | None]] = []
+        self.ledger = SendLedger()
         self.described: set[ReplicaID] = set()
         self.scores: dict[ReplicaID, float] = {}
         self.predicted_s: dict[ReplicaID, float] = {}
@@ -162,12 +229,20 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
     def on_send_request(self, replica_id: ReplicaID) -> None:
         super().on_send_request(replica_id)
         self.inflight[replica_id] += 1
-        self.assigned.append(self.agent_id(replica_id))
+        self.ledger.sent(replica_id, self.agent_id(replica_id))
+
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
+    ) -> None:
+        super().on_request_routed(pending_request, replica_id, result)
+        self.ledger.accepted_send(replica_id, pending_request.metadata.internal_request_id)
 
     def on_request_completed(self, replica_id: ReplicaID, internal_request_id: str) -> None:
         super().on_request_completed(replica_id, internal_request_id)
         if self.inflight[replica_id] > 0:
             self.inflight[replica_id] -= 1
+        if not self.ledger.ended(replica_id, self.agent_id(replica_id), internal_request_id):
+            return  # refused: Serve chooses again, which restarts the clock
         t0 = self.started.pop(internal_request_id, None)
         took_s = None if t0 is None else time.monotonic() - t0
         if took_s is not None:
@@ -175,11 +250,6 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
             self.latency_s[replica_id] = (
                 took_s if old is None else old + LATENCY_EWMA_ALPHA * (took_s - old)
             )
-        # No duration: what this router times is the request's whole stay, queueing at the
-        # replica included, not the replica's work on it; reported as work, Ripple would
-        # take the queue for requests run side by side. It learns the time in system from
-        # the completion itself.
-        self.completed.append((self.agent_id(replica_id), True, None))
 
     def on_replica_actor_died(self, replica_id: ReplicaID) -> None:
         super().on_replica_actor_died(replica_id)
@@ -188,6 +258,7 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
         self.health.pop(replica_id, None)
         self.inflight.pop(replica_id, None)
         self.latency_s.pop(replica_id, None)
+        self.ledger.forget(replica_id)
 
     def _track_start(self, request_id: str) -> None:
         # Re-chosen on a retry: the clock restarts, as the replica sees it.
@@ -231,8 +302,7 @@ class RippleRequestRouter(PowerOfTwoChoicesRequestRouter):
         self.described &= set(replicas)
         # Tasks first: Ripple counts an assignment on top of a LOAD report only when it
         # is recorded after the report was measured, and this LOAD already includes them.
-        assigned, self.assigned = self.assigned, []
-        completed, self.completed = self.completed, []
+        assigned, completed = self.ledger.take()
         if assigned or completed:
             await client.report_tasks(assigned, completed)
         inflight_at = {rid: self.inflight[rid] for rid in replicas}

@@ -42,6 +42,7 @@ def test_ripple_router_records_every_request_and_spares_the_slow_replica(client,
     agents = client.select(require_labels={"source": "ray-serve"}, k=10, assign=False)
     assert len(agents.selected) == 3
     # Every request the Ripple-routed app served was recorded and completed (the last
-    # refresh before the app was deleted may not have flushed: allow a little).
+    # refresh before the app was deleted may not have flushed: allow a little). A send that
+    # a full replica refused is no completion (it once was: 557 of 540 in CI).
     done = after.completed_total.get("ok", 0) - before.completed_total.get("ok", 0)
     assert 0.9 * (500 + 40) <= done <= 500 + 40
