@@ -18,7 +18,8 @@ from typing import Any
 
 from actors.cluster.adapter import Calls, Fanout, Op
 from actors.cluster.router import RouterCore
-from actors.core.metrics import PUSHED_SOURCE_TTL_S, Counters, Monotonic
+from actors.core.metric_sources import PUSHED_SOURCE_TTL_S, Monotonic
+from actors.core.metrics import Counters
 
 log = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 1.0  # how often an outside router's counters reach the router actors

@@ -22,7 +22,8 @@ from actors.core.affinity import claim
 from actors.core.config import ServiceConfig
 from actors.core.errors import InvalidInput, NotFound, Unavailable
 from actors.core.merge import Partial, merge_partials
-from actors.core.metrics import Counters, PushedCounters
+from actors.core.metric_sources import PushedCounters
+from actors.core.metrics import Counters
 from actors.core.models import (
     AgentView,
     CompleteResult,

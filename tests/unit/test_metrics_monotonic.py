@@ -3,7 +3,8 @@ restarts from zero."""
 
 from __future__ import annotations
 
-from actors.core.metrics import Counters, Monotonic
+from actors.core.metric_sources import Monotonic
+from actors.core.metrics import Counters
 
 
 def snap(signals: int, agents: int, life: str = "first") -> Counters:
@@ -70,7 +71,7 @@ def test_a_retired_source_keeps_its_counts_and_leaves_no_keys() -> None:
 
 
 def test_pushed_sources_silent_past_their_ttl_are_forgotten() -> None:
-    from actors.core.metrics import PushedCounters
+    from actors.core.metric_sources import PushedCounters
 
     now = [0.0]
     pushed = PushedCounters(ttl_s=300.0, clock=lambda: now[0])
