@@ -15,6 +15,7 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``prediction``: overload trends (``overloads``: the paged scan); ``persistence``: the
   snapshot format; ``recovery``: restore (``recovery.restore(data, config)``), snapshots
   in steps and WAL replay (``wal``: the record format);
+- ``reads``: what a shard tells about its agents (scores, one agent's view, its forecast);
 - ``metrics``: counters and histograms, recorded here after each verb.
 
 Every verb that changes state takes ``at_s``, the time it happens (None: now, by the
@@ -37,14 +38,13 @@ from actors.core.columns import SignalColumns, columns_from_arrays, columns_from
 from actors.core.config import ShardConfig
 from actors.core.decisions import DecisionLog
 from actors.core.errors import NotFound
-from actors.core.health import HEALTH_STATES, Health
+from actors.core.health import Health
 from actors.core.history import History
 from actors.core.inflight import InFlight
 from actors.core.merge import Partial, merge_partials
 from actors.core.metadata import Labels
 from actors.core.metrics import Counters
 from actors.core.models import (
-    DIMENSIONS,
     LOAD_CODE,
     AgentScore,
     AgentView,
@@ -60,6 +60,7 @@ from actors.core.models import (
 )
 from actors.core.overloads import OverloadScan
 from actors.core.prediction import Predictor
+from actors.core.reads import Reads
 from actors.core.selection import Scorer
 from actors.core.shard_select import partial_select
 from actors.core.signals import LiveSignals
@@ -107,6 +108,7 @@ class ShardState:
         self.scan = OverloadScan(
             self.table, self.predictor, self.inflight, self.metrics, self.scorer.measured
         )
+        self.reads = Reads(self.scorer, self.hist, self.predictor, self.metrics, self._default_w)
         self.tasks: Tasks = Tasks(
             self.table, self.inflight, self.health, self.speed, self.metrics, self._log
         )
@@ -319,24 +321,7 @@ class ShardState:
     def scores(
         self, agent_ids: Sequence[str], weights: Weights | None = None
     ) -> dict[str, AgentScore]:
-        now = self._clock()
-        w = self._weights(weights)
-        ids = list(dict.fromkeys(agent_ids))
-        rows = self.table.lookup(ids)
-        known, dims, held = self.scorer.known_dims(rows, now, tasks=True)
-        total = w @ dims
-        predicted = self.scorer.predicted(rows, dims, now, held).tolist()
-        health = self.scorer.health_of(rows, now).tolist()
-        return {
-            a: AgentScore.model_construct(
-                score=float(total[j]),
-                known=bool(known[j]),
-                scores=dict(zip(DIMENSIONS, dims[:, j].tolist(), strict=True)),
-                predicted_s=predicted[j],
-                health=HEALTH_STATES[health[j]],
-            )
-            for j, a in enumerate(ids)
-        }
+        return self.reads.scores(agent_ids, self._weights(weights), self._clock())
 
     # ------------------------------------------------------------------ agents
     def _row(self, agent_id: str) -> int:
@@ -349,26 +334,7 @@ class ShardState:
         return r
 
     def agent(self, agent_id: str, at_s: float | None = None) -> AgentView:
-        now = self.now(at_s)
-        r = self._row(agent_id)
-        rows = np.array([r])
-        dims2 = self.scorer.dims(rows, now)
-        dims = dims2[:, 0]
-        reported = self.signals.value(LOAD_CODE, r, now)
-        delta = self.inflight.delta(agent_id, r, now)
-        return AgentView(
-            agent_id=agent_id,
-            signals=self.signals.view(r, now),
-            scores=dict(zip(DIMENSIONS, dims.tolist(), strict=True)),
-            score=float(self._default_w @ dims),
-            history_length=self.hist.length(r),
-            estimated_load=None if reported is None else reported + delta,
-            labels=self.labels.get(agent_id),
-            **self.inflight.view(agent_id, r, now),
-            **self.health.view(r, now),
-            **self.speed.view(r),
-            predicted_s=float(self.scorer.predicted(rows, dims2, now)[0]),
-        )
+        return self.reads.agent(agent_id, self._row(agent_id), self.now(at_s))
 
     def delete(self, agent_id: str, at_s: float | None = None) -> bool:
         r = self.table.row(agent_id)
@@ -385,16 +351,8 @@ class ShardState:
 
     # ------------------------------------------------------------------ prediction
     def predict(self, agent_id: str, params: PredictParams | None = None) -> OverloadPrediction:
-        params = params or PredictParams()
-        now = self._clock()
-        r = self._row(agent_id)
-        rows = np.array([r])
-        fit = self.predictor.fit(
-            rows, now, params, self.inflight.deltas(rows, now), self.scorer.measured(rows, now)
-        )
-        out = self.predictor.prediction(agent_id, r, fit, 0, now, params)
-        self.metrics.record_prediction(out.will_overload)
-        return out
+        row = self._row(agent_id)
+        return self.reads.predict(agent_id, row, params or PredictParams(), self._clock())
 
     # ------------------------------------------------------------------ upkeep
     def sweep(self, at_s: float | None = None) -> dict[str, int]:
@@ -431,26 +389,7 @@ class ShardState:
         return list(self.table.ids)
 
     def stats(self) -> dict[str, int]:
-        return {
-            "agents": self.table.n,
-            "live_signals": self.signals.live_count(self._clock()),
-            "history_signals": self.hist.total(),
-            "in_flight": self.inflight.open_total,
-            # Assignments refused by the shard's bound on open records (not in flight).
-            "refused_assignments": self.inflight.refused_total,
-            # Agents by health state (what outcomes teach; DESIGN §4).
-            **{f"agents_{k}": v for k, v in self.health.counts(self._clock()).items()},
-            "array_bytes": self.table.nbytes(),
-        }
+        return self.reads.stats(self._clock())
 
     def counters(self) -> Counters:
-        s = self.stats()
-        # Reads expire overdue tasks too, so the part's own counter is the total.
-        expired = self.inflight.expired_total
-        return self.metrics.with_gauges(
-            s["agents"],
-            s["live_signals"],
-            s["in_flight"],
-            expired,
-            self.health.counts(self._clock()),
-        )
+        return self.reads.counters(self._clock())
