@@ -121,7 +121,7 @@ class ClientOps:
 
     # ---------------------------------------------------------------- ops
     def register_columns_op(self, cols: SignalColumns) -> Op[IngestResult]:
-        span = tracing.start("ripple.ingest", signals=len(cols))
+        span = tracing.start("ripple.ingest", links=cols.trace_ids, signals=len(cols))
         parts = partition(cols.agent_ids, self.num_shards, self._owner)
         positions = {s: p for s, p in enumerate(parts) if len(p)}
         try:

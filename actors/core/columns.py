@@ -8,7 +8,7 @@ with its index, field and reason; valid items go on. Nothing is clamped.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,10 @@ class SignalColumns:
     timestamps_s: np.ndarray
     # Errors found while building the columns (wrong JSON types, missing keys), by index.
     structural: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # The distinct ``trace_id`` values of the batch, at most ``MAX_TRACES``: the ingest
+    # span links to those that name a W3C trace context. Kept where the batch was built
+    # (a shard has no use for them), so neither ``take`` nor pickling carries them.
+    trace_ids: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.agent_ids)
@@ -88,6 +92,7 @@ class SignalColumns:
             ttls_s=np.concatenate([p.ttls_s for p in parts]),
             timestamps_s=np.concatenate([p.timestamps_s for p in parts]),
             structural=structural,
+            trace_ids=distinct_traces(t for p in parts for t in p.trace_ids),
         )
 
     def take(self, positions: np.ndarray) -> SignalColumns:
@@ -103,6 +108,20 @@ class SignalColumns:
             timestamps_s=self.timestamps_s[positions],
             structural={where[p]: e for p, e in self.structural.items() if p in where},
         )
+
+
+MAX_TRACES = 32  # trace ids one batch's span links to, at most
+
+
+def distinct_traces(ids: Iterable[str | None]) -> tuple[str, ...]:
+    """The first ``MAX_TRACES`` distinct trace ids, in order (None: a signal without)."""
+    out: dict[str, None] = {}
+    for t in ids:
+        if t is not None and t not in out:
+            out[t] = None
+            if len(out) == MAX_TRACES:
+                break
+    return tuple(out)
 
 
 def _columns_from_wire(
@@ -202,6 +221,7 @@ def columns_from_dicts(items: Sequence[Any]) -> SignalColumns:
             structural.setdefault(
                 i, ("trace_id", f"must be a string of at most {MAX_TRACE_ID_LEN}")
             )
+            trace_ids[i] = None
     return SignalColumns(
         agent_ids=[d.get("agent_id") for d in dicts],
         type_codes=np.fromiter(
@@ -214,6 +234,7 @@ def columns_from_dicts(items: Sequence[Any]) -> SignalColumns:
         ttls_s=_float_column([d.get("ttl_s", DEFAULT_TTL_S) for d in dicts], "ttl_s", structural),
         timestamps_s=timestamp_column([d.get("timestamp") for d in dicts], structural),
         structural=structural,
+        trace_ids=distinct_traces(trace_ids),
     )
 
 

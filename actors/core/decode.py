@@ -18,7 +18,7 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from actors.core.columns import SignalColumns, timestamp_column
+from actors.core.columns import SignalColumns, distinct_traces, timestamp_column
 from actors.core.models import DEFAULT_TTL_S, MAX_SIGNALS_PER_BATCH, MAX_TRACE_ID_LEN, TYPE_CODE
 
 
@@ -55,4 +55,5 @@ def columns_from_json(raw: bytes) -> SignalColumns | None:
         ttls_s=np.fromiter((it.ttl_s for it in items), np.float64, n),
         timestamps_s=timestamp_column([it.timestamp for it in items], structural),
         structural=structural,
+        trace_ids=distinct_traces(it.trace_id for it in items),
     )
