@@ -11,6 +11,12 @@ run up to 4 tasks at once and queue the rest, FIFO; Ripple, whose agents declare
 concurrency, holds a task at the router when every agent is full and binds it when a slot
 frees (its admission, as a waiting selection does).
 
+Two workloads. **Hot keys**: Poisson arrivals, each task's key drawn by popularity (the
+issue's targets). **Conversations**: each session sends its next task a think time
+(exponential, mean 2 s) after its previous one ended, so a key never has two tasks out;
+as many sessions as keep the fleet about 70% busy (each with its own draws, whatever the
+router), one key per session.
+
 Routers on the same arrivals and seeds: Ripple with the key (``select(affinity_key=...)``,
 every default), Ripple without it (the sojourn reference), plain consistent hashing (a
 ring of 100 virtual nodes per agent), consistent hashing with bounded loads (Mirrokni et
@@ -42,6 +48,7 @@ from actors.core.state import ShardState
 from load.common import Report, section, seeds_of, simulation_parser, write_simulation
 
 AGENTS, SLOTS, KEYS, ZIPF_S, UTILISATION = 50, 4, 2_000, 1.1, 0.7
+THINK_S = 2.0  # a conversation's mean pause between a task's end and its next
 ROUTERS = (
     "ripple (affinity_key)",
     "ripple (no key)",
@@ -51,6 +58,7 @@ ROUTERS = (
     "least in-flight",
 )
 VNODES = 100
+WORKLOADS = ("hot keys", "conversations")
 
 
 class Ring:
@@ -72,8 +80,16 @@ class Ring:
 
 
 class Sim:
-    def __init__(self, router: str, speeds: np.ndarray, seed: int, duration_s: float):
+    def __init__(
+        self,
+        router: str,
+        speeds: np.ndarray,
+        seed: int,
+        duration_s: float,
+        workload: str = "hot keys",
+    ):
         self.router, self.seed, self.duration_s = router, seed, duration_s
+        self.workload = workload
         self.rng = np.random.default_rng([seed, ROUTERS.index(router)])
         n = len(speeds)
         self.names = [f"agent-{i}" for i in range(n + 2)]  # the last two join mid-run
@@ -143,25 +159,45 @@ class Sim:
     def run(self) -> dict[str, Any]:
         rng = np.random.default_rng(self.seed)  # the same arrivals for every router
         capacity = sum(self.speed[a] for a in self.live) * SLOTS
-        rate = UTILISATION * capacity
-        count = int(rate * self.duration_s * 1.1) + 10
-        arrivals = np.cumsum(rng.exponential(1.0 / rate, count))
-        arrivals = arrivals[arrivals < self.duration_s]
-        work = rng.exponential(1.0, len(arrivals))
-        ranks = np.arange(1, KEYS + 1, dtype=np.float64)
-        p = ranks**-ZIPF_S
-        keys = rng.choice(KEYS, size=len(arrivals), p=p / p.sum())
-        change_at = self.duration_s / 2
+        conversations = self.workload == "conversations"
+        # Tasks as they come: when, whose key, how much work (at speed 1).
+        arrive_t: list[float] = []
+        key_of: list[int] = []
+        work_of: list[float] = []
         events: list[tuple[float, int, str, int]] = []
         seq = itertools.count()
-        for i, t in enumerate(arrivals.tolist()):
-            heapq.heappush(events, (t, next(seq), "arrive", i))
+
+        def new_task(t: float, key: int, work: float) -> None:
+            heapq.heappush(events, (t, next(seq), "arrive", len(arrive_t)))
+            arrive_t.append(t)
+            key_of.append(key)
+            work_of.append(work)
+
+        if conversations:
+            # A session sends its next task a think time after its previous one ended:
+            # each session has at most one task out. Its own draws, whatever the router.
+            sessions = int(UTILISATION * capacity * (1.0 + THINK_S))
+            talk = [np.random.default_rng([self.seed, 1, s]) for s in range(sessions)]
+            for s in range(sessions):
+                new_task(float(talk[s].uniform(0, THINK_S)), s, float(talk[s].exponential(1.0)))
+        else:
+            rate = UTILISATION * capacity
+            count = int(rate * self.duration_s * 1.1) + 10
+            arrivals = np.cumsum(rng.exponential(1.0 / rate, count))
+            arrivals = arrivals[arrivals < self.duration_s]
+            work = rng.exponential(1.0, len(arrivals))
+            ranks = np.arange(1, KEYS + 1, dtype=np.float64)
+            p = ranks**-ZIPF_S
+            keys = rng.choice(KEYS, size=len(arrivals), p=p / p.sum())
+            for t, k, w in zip(arrivals.tolist(), keys.tolist(), work.tolist(), strict=True):
+                new_task(t, k, w)
+        change_at = self.duration_s / 2
         heapq.heappush(events, (change_at, next(seq), "change", 0))
         for t in np.arange(1.0, self.duration_s, 1.0).tolist():
             heapq.heappush(events, (t, next(seq), "sample", 0))
-        where: list[str | None] = [None] * len(arrivals)
-        token: list[str | None] = [None] * len(arrivals)
-        done_at = np.full(len(arrivals), np.nan)
+        where: dict[int, str] = {}
+        token: dict[int, str | None] = {}
+        done_at: dict[int, float] = {}
         last_agent: dict[int, str] = {}
         sticky_hits = sticky_n = 0
         moved_without_cause = moved_n = 0
@@ -172,11 +208,11 @@ class Sim:
 
         def start(a: str, i: int) -> None:
             self.running[a] += 1
-            heapq.heappush(events, (self.now + work[i] / self.speed[a], next(seq), "done", i))
+            heapq.heappush(events, (self.now + work_of[i] / self.speed[a], next(seq), "done", i))
 
         def place(a: str, i: int, aid: str | None) -> None:
             nonlocal sticky_hits, sticky_n, moved_without_cause, moved_n, to_departed
-            k = int(keys[i])
+            k = key_of[i]
             where[i], token[i] = a, aid
             to_departed += a in self.left
             if k in last_agent:
@@ -198,22 +234,28 @@ class Sim:
         while events:
             self.now, _, kind, i = heapq.heappop(events)
             if kind == "arrive":
-                a, aid = self.pick(f"key-{int(keys[i])}")
+                if self.now >= self.duration_s:
+                    continue
+                a, aid = self.pick(f"key-{key_of[i]}")
                 if a is None:
                     self.parked.append(i)
                 else:
                     place(a, i, aid)
             elif kind == "done":
                 a = where[i]
-                assert a is not None
                 self.running[a] -= 1
                 done_at[i] = self.now
                 if self.router.startswith("ripple") and a in self.live:
-                    self.state.complete(a, token[i], ok=True, duration_s=work[i] / self.speed[a])
+                    took_s = work_of[i] / self.speed[a]
+                    self.state.complete(a, token[i], ok=True, duration_s=took_s)
                 if self.queue[a]:
                     start(a, self.queue[a].popleft())
+                if conversations:  # the session thinks, then asks again
+                    s = key_of[i]
+                    gen = talk[s]
+                    new_task(self.now + float(gen.exponential(THINK_S)), s, gen.exponential(1.0))
                 while self.parked:
-                    b, aid = self.pick(f"key-{int(keys[self.parked[0]])}")
+                    b, aid = self.pick(f"key-{key_of[self.parked[0]]}")
                     if b is None:
                         break
                     place(b, self.parked.popleft(), aid)
@@ -228,8 +270,9 @@ class Sim:
                 held = np.array([self.held(a) for a in sorted(self.live)], np.float64)
                 if held.mean() > 0:
                     ratio.append(float(held.max() / held.mean()))
-        judged = np.isfinite(done_at) & (arrivals >= 0.1 * self.duration_s)
-        soj = (done_at - arrivals)[judged]
+        soj = np.array(
+            [t - arrive_t[i] for i, t in done_at.items() if arrive_t[i] >= 0.1 * self.duration_s]
+        )
         return {
             "router": self.router,
             "seed": self.seed,
@@ -239,25 +282,31 @@ class Sim:
             "p99_s": float(np.percentile(soj, 99)),
             "moved_without_cause": moved_without_cause / max(moved_n, 1),
             "to_departed": to_departed,
-            "tasks": int(judged.sum()),
+            "tasks": len(soj),
         }
 
 
 def run(seeds: list[int], duration_s: float) -> list[dict[str, Any]]:
     rows = []
-    for fleet, speeds in (("equal", np.ones(AGENTS)), ("3x apart", np.linspace(0.5, 1.5, AGENTS))):
-        with section(f"speeds {fleet}"):
-            for router in ROUTERS:
-                runs = [Sim(router, speeds, s, duration_s).run() for s in seeds]
-                row: dict[str, Any] = {"speeds": fleet, "router": router, "seeds": len(runs)}
-                for key in runs[0]:
-                    if key not in ("router", "seed"):
-                        row[key] = float(np.mean([r[key] for r in runs]))
-                rows.append(row)
-    for fleet in ("equal", "3x apart"):
-        base = next(r for r in rows if r["speeds"] == fleet and r["router"] == "ripple (no key)")
-        for r in rows:
-            if r["speeds"] == fleet:
+    fleets = (("equal", np.ones(AGENTS)), ("3x apart", np.linspace(0.5, 1.5, AGENTS)))
+    for workload in WORKLOADS:
+        for fleet, speeds in fleets:
+            with section(f"{workload}, speeds {fleet}"):
+                for router in ROUTERS:
+                    runs = [Sim(router, speeds, s, duration_s, workload).run() for s in seeds]
+                    row: dict[str, Any] = {
+                        "workload": workload,
+                        "speeds": fleet,
+                        "router": router,
+                        "seeds": len(runs),
+                    }
+                    for key in runs[0]:
+                        if key not in ("router", "seed"):
+                            row[key] = float(np.mean([r[key] for r in runs]))
+                    rows.append(row)
+            same = [r for r in rows if (r["workload"], r["speeds"]) == (workload, fleet)]
+            base = next(r for r in same if r["router"] == "ripple (no key)")
+            for r in same:
                 r["mean_vs_no_key"] = float(r["mean_s"]) / float(base["mean_s"])
                 r["p99_vs_no_key"] = float(r["p99_s"]) / float(base["p99_s"])
     return rows
@@ -265,13 +314,13 @@ def run(seeds: list[int], duration_s: float) -> list[dict[str, Any]]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| speeds | router | stickiness | max/mean in flight, p99 | mean sojourn (s) | vs no key "
-        "| p99 (s) | vs no key | moved without cause | tasks to departed agents |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | speeds | router | stickiness | max/mean in flight, p99 | mean sojourn (s) "
+        "| vs no key | p99 (s) | vs no key | moved without cause | tasks to departed agents |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['speeds']} | {r['router']} | {r['stickiness']:.3f} | "
+            f"| {r['workload']} | {r['speeds']} | {r['router']} | {r['stickiness']:.3f} | "
             f"{r['max_over_mean_p99']:.2f} | {r['mean_s']:.3f} | {r['mean_vs_no_key']:.2f} | "
             f"{r['p99_s']:.2f} | {r['p99_vs_no_key']:.2f} | "
             f"{100 * r['moved_without_cause']:.2f}% | {r['to_departed']:.0f} |"
@@ -285,14 +334,19 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for ax, fleet in zip(axes, ("equal", "3x apart"), strict=True):
-        for r in rows:
-            if r["speeds"] == fleet:
-                ax.scatter(r["max_over_mean_p99"], r["stickiness"], s=60)
-                ax.annotate(r["router"], (r["max_over_mean_p99"], r["stickiness"]), fontsize=7)
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    panels = [(w, f) for w in WORKLOADS for f in ("equal", "3x apart")]
+    for ax, (workload, fleet) in zip(axes.flat, panels, strict=True):
+        mine = [r for r in rows if (r["workload"], r["speeds"]) == (workload, fleet)]
+        for r in mine:
+            ax.scatter(r["max_over_mean_p99"], r["stickiness"], s=60)
+            ax.annotate(r["router"], (r["max_over_mean_p99"], r["stickiness"]), fontsize=7)
         ax.set_xscale("log")
-        ax.set_title(f"speeds {fleet}")
+        ratios = [r["max_over_mean_p99"] for r in mine]
+        ax.set_xticks([t for t in (1.5, 2, 3, 5, 10, 20, 30) if min(ratios) <= t <= max(ratios)])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{workload}, speeds {fleet}")
         ax.set_xlabel("max/mean in-flight, p99 over time (log)")
         ax.set_ylabel("stickiness")
     fig.tight_layout()
@@ -311,17 +365,32 @@ def main(argv: list[str] | None = None) -> Report:
     table = markdown(rows)
     print(table)
     for r in rows:
-        if r["router"] == "ripple (affinity_key)":
-            tag = f"speeds {r['speeds']}"
-            report.add(f"{tag}: stickiness", r["stickiness"], "", target=">= 0.50")
+        if r["router"] != "ripple (affinity_key)":
+            continue
+        tag = f"{r['workload']}, speeds {r['speeds']}"
+        # The targets are the hot-key workload's; conversations are reported as measured.
+        hot = r["workload"] == "hot keys"
+
+        def target(text: str, hot: bool = hot) -> str | None:
+            return text if hot else None
+
+        report.add(f"{tag}: stickiness", r["stickiness"], "", target=target(">= 0.50"))
+        report.add(
+            f"{tag}: max/mean in flight p99",
+            r["max_over_mean_p99"],
+            "x",
+            target=target("<= 1.85"),
+        )
+        for q in ("mean", "p99"):
             report.add(
-                f"{tag}: max/mean in flight p99", r["max_over_mean_p99"], "x", target="<= 1.85"
+                f"{tag}: {q} sojourn vs no key", r[f"{q}_vs_no_key"], "x", target=target("<= 1.10")
             )
-            report.add(f"{tag}: mean sojourn vs no key", r["mean_vs_no_key"], "x", target="<= 1.10")
-            report.add(f"{tag}: p99 sojourn vs no key", r["p99_vs_no_key"], "x", target="<= 1.10")
-            report.add(
-                f"{tag}: moved without cause", 100 * r["moved_without_cause"], "%", target="<= 1"
-            )
-            report.add(f"{tag}: tasks to departed agents", r["to_departed"], "tasks", target="0")
+        report.add(
+            f"{tag}: moved without cause",
+            100 * r["moved_without_cause"],
+            "%",
+            target=target("<= 1"),
+        )
+        report.add(f"{tag}: tasks to departed agents", r["to_departed"], "tasks", target="0")
     write_simulation(report, args, table, rows, plot)
     return report
