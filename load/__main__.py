@@ -25,6 +25,7 @@ BENCHMARKS = {
     "litellm": "load.litellm_router",
     "durability": "load.durability",
     "chaos": "load.chaos",
+    "bandwidth": "load.bandwidth",
 }
 
 
