@@ -6,8 +6,9 @@ tenants: ``heavy`` sends 10x what ``light`` sends, both at priority 5 and 97% of
 between them; ``interactive`` sends the other 3% at priority 8. Every request may wait
 ``wait_s`` = 10 s; a caller gives up after that. Arrivals spread over 1 or 4 routers,
 each with its own queue; a freed slot reaches the routers ``NOTICE_S`` later (a
-long-poll's answer), in random order (the race of their long-polls), and an arrival in
-between may take it.
+long-poll's answer), in random order (the race of their long-polls; with Ripple, the
+routers holding the highest band waiting first, as its shards answer them), and an
+arrival in between may take it.
 
 Every policy runs the real core (``ShardState``: headroom, the balanced selection,
 completions) and, where it queues, the real queue (``actors.core.flow.FlowQueue``), with
@@ -204,8 +205,13 @@ class Sim:
             self.at(self.now + NOTICE_S, "freed", None)
 
     def freed(self) -> None:
-        """A slot freed: each router's long-poll answers, in the order of their race."""
-        for r in self.rng.permutation(self.routers).tolist():
+        """A slot freed: each router's long-poll answers, in the order of their race;
+        Ripple's shard answers the routers holding the highest band waiting first (the
+        others ``band_yield_s`` later: after those have bound it)."""
+        race = self.rng.permutation(self.routers).tolist()
+        if self.policy == "ripple":
+            race.sort(key=lambda r: -self.queues[r].top_band())  # stable: ties keep the race
+        for r in race:
             self.dispatch(r)
 
     # ---------------------------------------------------------------- results

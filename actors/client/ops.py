@@ -177,9 +177,10 @@ class ClientOps:
                     raise
                 # Blocking, every shard's answer is awaited: a short poll bounds how
                 # long a slot freed on one shard waits for the quiet others.
+                # Its band, so a router holding a higher one binds a freed slot first.
+                poll = (min(left, _SYNC_POLL_S), req.priority, self.config.flow.band_yield_s)
                 calls = {
-                    s: ("wait_capacity", (epochs.get(s, -1), min(left, _SYNC_POLL_S)))
-                    for s in range(self.num_shards)
+                    s: ("wait_capacity", (epochs.get(s, -1), *poll)) for s in range(self.num_shards)
                 }
                 got = yield self._shards, calls
                 epochs.update(got.results)

@@ -9,9 +9,9 @@ is synchronous CPU work, so no coroutine awaits in the middle of changing state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+from collections import Counter
 from typing import Any
 
 from actors.cluster.adapter import PickledCalls, node_id, was_restarted
@@ -78,7 +78,10 @@ class ShardActor(PickledCalls):
         # Late binding (``actors.core.admission``): routers with waiting selections
         # long-poll ``wait_capacity``; any call that may free a slot wakes them.
         self._epoch_seen = self.state.capacity_epoch
-        self._woken: asyncio.Event | None = None
+        # Resolved, when the epoch moves, with the highest priority band a router polling
+        # then had waiting; the bands of the polls outstanding now, counted.
+        self._woken: asyncio.Future[int] | None = None
+        self._polling: Counter[int] = Counter()
         self._sweeper: asyncio.Task[None] | None = None
         self._durability_task: asyncio.Task[None] | None = None
         self.sweeps = 0
@@ -114,20 +117,37 @@ class ShardActor(PickledCalls):
         if epoch != self._epoch_seen:
             self._epoch_seen = epoch
             if self._woken is not None:
-                self._woken.set()
+                if not self._woken.done():
+                    self._woken.set_result(max(self._polling, default=-1))
                 self._woken = None
 
-    async def wait_capacity(self, seen: int, timeout_s: float) -> int:
+    async def wait_capacity(
+        self, seen: int, timeout_s: float, band: int = -1, yield_s: float = 0.0
+    ) -> int:
         """A long-poll: return the capacity epoch as soon as it differs from ``seen`` (a
-        slot may have freed), or after ``timeout_s``."""
+        slot may have freed), or after ``timeout_s``. ``band``: the highest priority band
+        the polling router has waiting. When the epoch moves, a poll whose band is below
+        the highest polling then returns ``yield_s`` later, so the router holding the
+        higher band binds first: priority holds across routers, not only within one
+        (each assignment is still admitted here, so a router that comes late finds the
+        slot taken and waits on)."""
         self._ensure_sweeper()
         self._wake_if_freed()
         if self.state.capacity_epoch == seen:
             if self._woken is None:
-                self._woken = asyncio.Event()
+                self._woken = asyncio.get_running_loop().create_future()
             woken = self._woken
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), timeout_s)
+            self._polling[band] += 1
+            try:
+                top = await asyncio.wait_for(asyncio.shield(woken), timeout_s)
+            except TimeoutError:
+                top = -1
+            finally:
+                self._polling[band] -= 1
+                if not self._polling[band]:
+                    del self._polling[band]
+            if band < top and yield_s > 0:
+                await asyncio.sleep(yield_s)
         return self.state.capacity_epoch
 
     def _ensure_sweeper(self) -> None:

@@ -5,7 +5,9 @@ The order, the bounds and the fairness are ``actors.core.flow.FlowQueue`` (plain
 tested); this is the asyncio around it: one future per waiter, its timer, and one
 dispatcher task that long-polls every shard's ``wait_capacity`` while anything waits
 (no busy polling: each poll returns when the shard's capacity epoch moves, or after a
-second) and then tries the waiters in the queue's order. A request that arrives while
+second) and then tries the waiters in the queue's order. Each poll says the highest band
+waiting here, and a shard answers the routers holding lower bands ``band_yield_s``
+later, so priority holds across routers too. A request that arrives while
 requests of its band or a higher one wait joins the queue rather than racing them for
 the next free slot.
 """
@@ -152,9 +154,12 @@ class FlowControl:
         The other polls stay out for the next call."""
         poll_s = min(_POLL_S, self.fanout.deadline_s / 2)
         transport = self.fanout.transport
+        # The shard lets the router with the highest band waiting bind first.
+        band, yield_s = self.queue.top_band(), self.config.band_yield_s
         for s in range(self.fanout.num_shards):
             if s not in self._polls:
-                ref = transport.submit(s, "wait_capacity", (self._epochs.get(s, -1), poll_s))
+                args = (self._epochs.get(s, -1), poll_s, band, yield_s)
+                ref = transport.submit(s, "wait_capacity", args)
                 self._polls[s] = asyncio.ensure_future(transport.awaitable(ref))
         done, _ = await asyncio.wait(
             self._polls.values(), timeout=self.fanout.deadline_s, return_when="FIRST_COMPLETED"

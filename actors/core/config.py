@@ -201,6 +201,11 @@ class FlowConfig(BaseModel):
     dispatch_tries: int = Field(
         8, ge=1, le=1000, description="waiters tried per freed-capacity notice"
     )
+    # A freed slot's notice reaches every polling router at once; the one holding the
+    # highest band needs a selection's round trip (a few ms) to bind it.
+    band_yield_s: float = Field(
+        0.025, ge=0.0, le=1.0, description="how long lower bands yield a freed slot"
+    )
 
 
 class DurabilityConfig(BaseModel):

@@ -1,6 +1,6 @@
 """Admission and flow control through real actors: two routers, agents of declared
-concurrency, selections that wait and bind when a completion frees a slot, and the
-refusals of a saturated fleet."""
+concurrency, selections that wait and bind when a completion frees a slot, priority
+across routers, and the refusals of a saturated fleet."""
 
 from __future__ import annotations
 
@@ -13,15 +13,20 @@ import pytest
 
 import actors
 from actors.client.clients import RippleClient
-from actors.core.config import ServiceConfig
+from actors.core.config import FlowConfig, ServiceConfig
 
 AGENTS = ["flow-a", "flow-b"]
 SLOTS = 2
 
 
+# Long enough that the higher band's router binds first even on a loaded CI machine.
+BAND_YIELD_S = 0.3
+
+
 @pytest.fixture(scope="module")
 def client(ray_session, namespace) -> Iterator[RippleClient]:
-    c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=2))
+    flow = FlowConfig(band_yield_s=BAND_YIELD_S)
+    c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=2, flow=flow))
     for a in AGENTS:
         c.describe(a, max_concurrency=SLOTS)
     yield c
@@ -123,3 +128,37 @@ def test_explain_returns_the_decision_record_through_either_client(client, names
     assert asyncio.run(local.explain(pick.assignment_id))["assignment_id"] == pick.assignment_id
     with pytest.raises(actors.NotFound):
         client.explain("ffffffff-1")
+
+
+def test_a_freed_slot_goes_to_the_higher_band_whichever_router_holds_it(client, namespace) -> None:
+    agent = "prio-x"
+    client.describe(agent, max_concurrency=1)
+    held = client.select(candidates=[agent]).selected[0]
+    assert held.assignment_id
+    order: list[str] = []
+    picks: dict[str, str] = {}
+
+    def wait(name: str, priority: int, skip: int) -> None:
+        c = actors.connect(namespace=namespace)  # a fresh client: its first call, router 0
+        for _ in range(skip):  # read-only calls move it to the next router
+            c.select(candidates=[agent], assign=False)
+        got = c.select(candidates=[agent], wait_s=15.0, priority=priority).selected[0]
+        assert got.assignment_id
+        picks[name] = got.assignment_id
+        order.append(name)
+
+    # The low band waits first, on router 0; the high band then on router 1.
+    low = threading.Thread(target=wait, args=("low", 1, 0))
+    low.start()
+    time.sleep(0.5)
+    high = threading.Thread(target=wait, args=("high", 9, 1))
+    high.start()
+    time.sleep(0.5)
+    assert not order  # both wait: the one slot is held
+    assert client.complete(agent, held.assignment_id).released
+    high.join(timeout=10)
+    assert order == ["high"], order  # router 0's low band yielded the slot
+    assert client.complete(agent, picks["high"]).released
+    low.join(timeout=10)
+    assert order == ["high", "low"]
+    client.complete(agent, picks["low"])

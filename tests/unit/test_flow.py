@@ -176,6 +176,7 @@ class LongPollShards:
         self.states = states
         self.num_shards = len(states)
         self.woken: asyncio.Event | None = None
+        self.bands: list[int] = []  # the band each long-poll said was waiting
 
     def submit(self, shard: int, method: str, args: tuple[Any, ...]) -> Any:
         return (shard, method, args)
@@ -184,7 +185,8 @@ class LongPollShards:
         shard, method, args = call
         state = self.states[shard]
         if method == "wait_capacity":
-            seen, timeout_s = args
+            seen, timeout_s, band, _ = args
+            self.bands.append(band)
             if state.capacity_epoch == seen:
                 self.woken = self.woken or asyncio.Event()
                 with contextlib.suppress(TimeoutError):
@@ -281,6 +283,22 @@ def test_freed_slots_go_to_the_higher_band_then_to_the_lighter_tenant(clock) -> 
         assert order == ["high", "light-low", "heavy-low"]
 
     asyncio.run(go())
+
+
+def test_a_long_poll_tells_the_shard_the_highest_band_waiting(clock) -> None:
+    # The shard answers routers holding lower bands later (``band_yield_s``), so the
+    # router holding the highest band binds a freed slot first (the real actors:
+    # tests/integration/test_flow.py).
+    async def go() -> list[int]:
+        router = make_router(clock)
+        held = (await router.select(SelectRequest())).selected[0]
+        waiting = asyncio.ensure_future(router.select(SelectRequest(wait_s=5.0, priority=7)))
+        await asyncio.sleep(0.01)
+        complete_soon(router, held.agent_id, held.assignment_id, 0.0)
+        await waiting
+        return router.flow.fanout.transport.bands
+
+    assert asyncio.run(go())[0] == 7
 
 
 def test_a_full_queue_sheds_the_oldest_waiter(clock) -> None:
