@@ -55,8 +55,8 @@ class SignalColumns:
     timestamps_s: np.ndarray
     # Errors found while building the columns (wrong JSON types, missing keys), by index.
     structural: dict[int, tuple[str, str]] = field(default_factory=dict)
-    # The distinct ``trace_id`` values of the batch, at most ``MAX_TRACES``: the ingest
-    # span links to those that name a W3C trace context. Kept where the batch was built
+    # The distinct ``trace_id`` values of the batch shaped like a W3C ``traceparent``, at
+    # most ``MAX_TRACES``: the ingest span links to those. Kept where the batch was built
     # (a shard has no use for them), so neither ``take`` nor pickling carries them.
     trace_ids: tuple[str, ...] = ()
 
@@ -114,10 +114,12 @@ MAX_TRACES = 32  # trace ids one batch's span links to, at most
 
 
 def distinct_traces(ids: Iterable[str | None]) -> tuple[str, ...]:
-    """The first ``MAX_TRACES`` distinct trace ids, in order (None: a signal without)."""
+    """The first ``MAX_TRACES`` distinct trace ids shaped like a W3C ``traceparent``
+    (``00-<32 hex>-<16 hex>-<2 hex>``; the tracer parses them), in order. None: a signal
+    without one; any other value is a caller's own id, never linked."""
     out: dict[str, None] = {}
     for t in ids:
-        if t is not None and t not in out:
+        if t is not None and len(t) == 55 and t[2] == t[35] == t[52] == "-" and t not in out:
             out[t] = None
             if len(out) == MAX_TRACES:
                 break

@@ -122,16 +122,18 @@ def test_trace_ids_stay_where_the_batch_was_built() -> None:
     from actors.core.columns import SignalColumns, columns_from_dicts
     from actors.core.decode import columns_from_json
 
+    t1, t2 = (f"00-{i:032x}-{i:016x}-01" for i in (1, 2))
     items = [
-        {"agent_id": "a", "signal_type": "LOAD", "value": 0.5, "trace_id": "t1"},
-        {"agent_id": "b", "signal_type": "LOAD", "value": 0.5, "trace_id": "t1"},
-        {"agent_id": "c", "signal_type": "LOAD", "value": 0.5, "trace_id": "t2"},
+        {"agent_id": "a", "signal_type": "LOAD", "value": 0.5, "trace_id": t1},
+        {"agent_id": "b", "signal_type": "LOAD", "value": 0.5, "trace_id": t1},
+        {"agent_id": "c", "signal_type": "LOAD", "value": 0.5, "trace_id": t2},
+        {"agent_id": "d", "signal_type": "LOAD", "value": 0.5, "trace_id": "job-42"},
     ]
     cols = columns_from_dicts(items)
-    assert cols.trace_ids == ("t1", "t2")
+    assert cols.trace_ids == (t1, t2)  # distinct, in order; a caller's own id is not one
     fast = columns_from_json(json.dumps({"signals": items}).encode())
-    assert fast is not None and fast.trace_ids == ("t1", "t2")
-    assert SignalColumns.concat([cols, columns_from_dicts(items[2:])]).trace_ids == ("t1", "t2")
+    assert fast is not None and fast.trace_ids == (t1, t2)
+    assert SignalColumns.concat([cols, columns_from_dicts(items[2:])]).trace_ids == (t1, t2)
     # A shard gets none: not in a shard's share, not over the wire.
     assert cols.take(np.array([0])).trace_ids == ()
     assert pickle.loads(pickle.dumps(cols)).trace_ids == ()
