@@ -8,7 +8,9 @@ Agents are single-server FIFO queues whose speeds differ (``--heterogeneity`` is
 ratio of the fastest to the slowest); tasks arrive as a Poisson stream at a given share
 of the fleet's capacity. Every agent publishes ``LOAD = min(1, tasks in system / 20)`` and
 ``CAPACITY = speed / fastest speed`` every publication period (phases staggered), as a
-real fleet would. Each strategy routes the *same* arrivals and service times (same seeds):
+real fleet would; in the "claim fastest" scenarios the ten slowest agents say CAPACITY 1.0
+instead (a wrong or lying claim). Each strategy routes the *same* arrivals and service
+times (same seeds):
 
 - Ripple, driving the real core (``ShardState``, injected clock, no Ray): ``balanced``
   with completions reported (and ``max_concurrency`` declared), ``balanced`` with no
@@ -65,13 +67,14 @@ class Scenario:
     routers: int = 1
     tasks: int = 20_000
     seed: int = 1
+    liars: int = 0  # the slowest agents, claiming the fastest's CAPACITY (1.0)
 
     @property
     def label(self) -> str:
         return (
             f"util {self.utilisation:g}, period {self.period_s:g} s, "
             f"speeds {self.heterogeneity:g}x, routers {self.routers}"
-        )
+        ) + (f", {self.liars} slowest claim fastest" if self.liars else "")
 
 
 @dataclass
@@ -333,6 +336,7 @@ def simulate(sc: Scenario, make: Callable[[], Router], clock_cell: list[float]) 
     clock_cell[0] = 0.0
     router = make()
     cap = speed / speed.max()
+    cap[np.argsort(speed, kind="stable")[: sc.liars]] = 1.0  # wrong claims, if any
     events: list[tuple[float, int, str, int]] = []
     seq = itertools.count()
     groups = np.array_split(rng.permutation(sc.agents), PHASES)
@@ -417,6 +421,7 @@ def scenarios(smoke: bool) -> list[Scenario]:
     ]
     out += [Scenario(heterogeneity=h) for h in (1.0, 10.0)]
     out += [Scenario(routers=r, period_s=p) for r in (4,) for p in (1.0, 5.0)]
+    out += [Scenario(liars=10, period_s=p) for p in (1.0, 5.0)]
     return [s for s in out if s != base] + [base]
 
 
@@ -471,7 +476,10 @@ def plot(rows: list[dict[str, Any]], path: str) -> None:
         sel = [
             r
             for r in rows
-            if r["period_s"] == period and r["routers"] == 1 and r["heterogeneity"] == 3.0
+            if r["period_s"] == period
+            and r["routers"] == 1
+            and r["heterogeneity"] == 3.0
+            and not r.get("liars")
         ]
         for name, colour in zip(names, colours, strict=True):
             pts = sorted(
