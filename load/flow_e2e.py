@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the run")
     parser.add_argument("--url", help="use an already running service instead of starting one")
     args = parser.parse_args(argv)
-    duration_s = 15.0 if args.smoke else args.seconds
+    duration_s = 8.0 if args.smoke else args.seconds
     report = Report(
         "flow end to end (ripple up)",
         {
