@@ -8,7 +8,7 @@ with its index, field and reason; valid items go on. Nothing is clamped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from actors.core.models import (
     is_agent_id,
     timestamp_to_unix_s,
 )
+from actors.core.trace_links import distinct_traces
 
 _ALLOWED_KEYS = frozenset(Signal.model_fields)
 _REQUIRED_KEYS = ("agent_id", "signal_type", "value")
@@ -108,22 +109,6 @@ class SignalColumns:
             timestamps_s=self.timestamps_s[positions],
             structural={where[p]: e for p, e in self.structural.items() if p in where},
         )
-
-
-MAX_TRACES = 32  # trace ids one batch's span links to, at most
-
-
-def distinct_traces(ids: Iterable[str | None]) -> tuple[str, ...]:
-    """The first ``MAX_TRACES`` distinct trace ids shaped like a W3C ``traceparent``
-    (``00-<32 hex>-<16 hex>-<2 hex>``; the tracer parses them), in order. None: a signal
-    without one; any other value is a caller's own id, never linked."""
-    out: dict[str, None] = {}
-    for t in ids:
-        if t is not None and len(t) == 55 and t[2] == t[35] == t[52] == "-" and t not in out:
-            out[t] = None
-            if len(out) == MAX_TRACES:
-                break
-    return tuple(out)
 
 
 def _columns_from_wire(

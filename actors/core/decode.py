@@ -18,8 +18,9 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from actors.core.columns import SignalColumns, distinct_traces, timestamp_column
+from actors.core.columns import SignalColumns, timestamp_column
 from actors.core.models import DEFAULT_TTL_S, MAX_SIGNALS_PER_BATCH, MAX_TRACE_ID_LEN, TYPE_CODE
+from actors.core.trace_links import distinct_traces
 
 
 class _Item(msgspec.Struct, forbid_unknown_fields=True):

@@ -80,8 +80,9 @@ def test_a_refused_wait_says_why() -> None:
 def test_a_batch_ingest_links_to_the_traces_its_signals_name(clock) -> None:
     from actors.client.ops import ClientOps
     from actors.cluster.adapter import Fanout, drive
-    from actors.core.columns import MAX_TRACES, columns_from_dicts
+    from actors.core.columns import columns_from_dicts
     from actors.core.state import ShardState
+    from actors.core.trace_links import MAX_TRACES
     from tests.unit.test_flow import LongPollShards
 
     ops = ClientOps.__new__(ClientOps)  # its ingest op over two in-process shards
