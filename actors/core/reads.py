@@ -115,12 +115,14 @@ class Reads:
 
     def counters(self, now: float) -> Counters:
         """The counters with the shard's gauges, as a scrape reads them."""
-        s = self.stats(now)
+        scorer = self.scorer
+        # Only the gauges a scrape shows, each read once: the health count and the live
+        # signals are passes over every agent (``stats`` also sums the history).
         # Reads expire overdue tasks too, so the part's own counter is the total.
         return self.metrics.with_gauges(
-            s["agents"],
-            s["live_signals"],
-            s["in_flight"],
-            self.scorer.inflight.expired_total,
-            self.scorer.health.counts(now),
+            scorer.table.n,
+            scorer.signals.live_count(now),
+            scorer.inflight.open_total,
+            scorer.inflight.expired_total,
+            scorer.health.counts(now),
         )
