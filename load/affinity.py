@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> Report:
         if r["router"] != "ripple (affinity_key)":
             continue
         tag = f"{r['workload']}, speeds {r['speeds']}"
-        # The targets are the hot-key workload's; conversations are reported as measured.
+        # The targets are the hot-key workload's; the other workloads are reported as measured.
         hot = r["workload"] == "hot keys"
 
         def target(text: str, hot: bool = hot) -> str | None:
