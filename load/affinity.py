@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> Report:
     )
     args = parser.parse_args(argv)
     seeds = seeds_of(args)
-    duration_s = 15.0 if args.smoke else args.duration_s
+    duration_s = 10.0 if args.smoke else args.duration_s
     report = Report("affinity", {"smoke": args.smoke, "seeds": seeds, "duration_s": duration_s})
     rows = run(seeds, duration_s)
     table = markdown(rows)

@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser = simulation_parser(__doc__ or "", "the sweep", seeds=3, duration_s=300.0)
     args = parser.parse_args(argv)
     seeds = seeds_of(args)
-    duration_s = 60.0 if args.smoke else args.duration_s
+    duration_s = 45.0 if args.smoke else args.duration_s
     loads = (2.0,) if args.smoke else LOADS
     report = Report("flow", {"smoke": args.smoke, "seeds": seeds, "duration_s": duration_s})
     rows = run(seeds, duration_s, loads)

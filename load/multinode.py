@@ -223,7 +223,7 @@ def driver(address: str, smoke: bool) -> dict[str, Any]:
         }
 
     # Cross-node cost: the same calls to a shard on the driver's node and on other nodes.
-    seconds = 1.5 if smoke else 5.0
+    seconds = 0.5 if smoke else 5.0
     per_shard = []
     null_cls: Any = ray.remote(NullShard)
     for i, h in enumerate(client.shard_handles):

@@ -462,7 +462,7 @@ SCENARIOS = ("black hole", "flaky", "gray", "quality")
 
 def scenario(name: str, seed: int, smoke: bool) -> Scenario:
     agents = 10 if name == "quality" else 20
-    return Scenario(name, agents=agents, seed=seed, duration_s=240.0 if smoke else 600.0)
+    return Scenario(name, agents=agents, seed=seed, duration_s=180.0 if smoke else 600.0)
 
 
 def run(seeds: list[int], smoke: bool) -> list[Outcome]:
