@@ -224,7 +224,7 @@ def task_case(shape: str, horizon_s: float, threshold: float, rng: np.random.Gen
     params = PredictParams(horizon_s=horizon_s, threshold=threshold)
     rows = np.array([0])
     with_state = state.predict("a", params).probability
-    trend = state.predictor.fit(rows, t0 + cut, params, state.inflight.deltas(rows, t0 + cut))
+    trend = state.predictor.fit(rows, t0 + cut, params, state.estimate.deltas(rows, t0 + cut))
     series = Case(shape, np.array([x for x, _ in loads]), np.array([v for _, v in loads]), 0.0)
     probs = {
         "ripple": np.nan if with_state is None else float(with_state),

@@ -1,15 +1,12 @@
-"""In-flight assignments and the load estimate between LOAD reports (DESIGN §4).
+"""In-flight assignments: the record of every task a selection assigned, reconciled with
+the LOAD reports (DESIGN §4).
 
-A selection that assigns records one task on each chosen agent. Between two LOAD reports
-the shard estimates the agent's load as
-
-    estimated = last reported LOAD + unit x (tasks assigned since that report
-                                              - tasks completed since that report)
-
-where ``unit = 1 / max_concurrency``: declared by the agent (``describe``), or learned from
-how its LOAD moved with the net tasks between reports. Reconciliation compares times: a
-LOAD *measured* at t already counts the tasks assigned before t, so those become
-"absorbed"; their later completion lowers the estimate until the next report.
+A selection that assigns records one task on each chosen agent; a completion, an expiry
+or a LOAD report settles it. Per agent the records say which tasks are open, which of
+them the last report has not seen yet ("fresh"), and which of those it had seen were
+completed since ("absorbed" tasks: a LOAD *measured* at t already counts the tasks
+assigned before t). Their counts are mirrored in per-row arrays, from which
+``estimate.LoadEstimate`` reads what each agent holds between reports.
 
 A task nobody completes expires after a learned service time (from reported durations,
 or by Little's law from LOAD and the assignment rate), bounded by ``assignment_ttl_s``.
@@ -263,79 +260,17 @@ class InFlight:
         return self.expired_total - before
 
     # ------------------------------------------------------------------ reads
-    def _refresh(self, rows: np.ndarray, now: float) -> None:
-        """Expire the tasks of rows whose earliest fresh task is past its time."""
+    def any_open(self) -> bool:
+        """Whether any agent has a task record (else every estimate is its report)."""
+        return bool(self.flights)
+
+    def refresh(self, rows: np.ndarray, now: float) -> None:
+        """Expire the tasks of rows whose earliest fresh task is past its time (before an
+        estimate reads their mirrors)."""
         stale = rows[self.table.arrays["next_exp"][rows] <= now]
         ids = self.table.ids
         for r in stale.tolist():
             self._expire_agent(ids[r], now)
-
-    def delta(self, agent_id: str, row: int, now: float) -> float:
-        """Estimated load change since the last report (0 with nothing open)."""
-        if agent_id not in self.flights:
-            return 0.0
-        d = self.deltas(np.array([row]), now)
-        return 0.0 if d is None else float(d[0])
-
-    def deltas(self, rows: np.ndarray, now: float) -> np.ndarray | None:
-        """Per row, or None when no agent has anything in flight (the fast path)."""
-        if not self.flights:
-            return None
-        self._refresh(rows, now)
-        t = self.table.arrays
-        net = t["fresh"][rows] - t["done_since"][rows]
-        units = t["unit_eff"][rows]
-        out: np.ndarray = units * net
-        if not self.rates.drain_learned:
-            return out
-        drain = t["drain_per_s"][rows]
-        use = (drain > 0) & (t["report_at"][rows] > -np.inf)
-        if use.any():
-            # Completions nobody reported, expected from the learned drain rate: never
-            # more than the tasks the report and the fresh assignments put there.
-            tasks = t["report_load"][rows][use] / units[use] + t["fresh"][rows][use]
-            elapsed = now - t["report_at"][rows][use]
-            out[use] -= units[use] * np.minimum(drain[use] * elapsed, tasks)
-        return out
-
-    def with_deltas(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, deltas) of every agent whose estimate differs from its report."""
-        if not self.flights:
-            return np.empty(0, np.int64), np.empty(0)
-        t, n = self.table.arrays, self.table.n
-        rows = np.flatnonzero((t["fresh"][:n] != 0) | (t["done_since"][:n] != 0))
-        self._refresh(rows, now)
-        d = self.deltas(rows, now)
-        assert d is not None
-        keep = d != 0.0
-        return rows[keep], d[keep]
-
-    def tasks(self, rows: np.ndarray, now: float) -> np.ndarray:
-        """Estimated tasks each row holds: its live LOAD report plus the tasks since, in
-        tasks (``unit``); for an agent whose callers report completions, never fewer than
-        the tasks open on it: a stuck or lying LOAD report is overruled by what is
-        measured."""
-        return self.tasks_after(rows, now, self.deltas(rows, now))
-
-    def tasks_after(self, rows: np.ndarray, now: float, delta: np.ndarray | None) -> np.ndarray:
-        """``tasks`` for a caller that already has ``deltas(rows, now)``."""
-        t = self.table.arrays
-        idx = self.table.span(rows)
-        load = np.where(t["exp"][LOAD_CODE, idx] > now, t["val"][LOAD_CODE, idx], 0.0)
-        if delta is None:  # nothing in flight anywhere: nothing measured either
-            load /= t["unit_eff"][idx]
-            return load
-        load += delta
-        np.maximum(load, 0.0, out=load)
-        load /= t["unit_eff"][idx]
-        np.maximum(load, t["open_n"][idx] * t["completes"][idx], out=load)
-        return load
-
-    def measured_rows(self) -> np.ndarray:
-        """Rows whose open tasks are a measurement (their callers report completions)."""
-        n = self.table.n
-        t = self.table.arrays
-        return np.flatnonzero(t["completes"][:n] & (t["open_n"][:n] > 0))
 
     def open_count(self, agent_id: str, now: float) -> int:
         fl = self.flights.get(agent_id)

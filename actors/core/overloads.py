@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from actors.core.estimate import LoadEstimate
 from actors.core.fluid import Measured
-from actors.core.inflight import InFlight
 from actors.core.metrics import Counters
 from actors.core.models import OverloadPrediction, PredictParams
 from actors.core.prediction import Predictor
@@ -32,13 +32,13 @@ class OverloadScan:
         self,
         table: AgentTable,
         predictor: Predictor,
-        inflight: InFlight,
+        estimate: LoadEstimate,
         metrics: Counters,
         measure: Callable[[np.ndarray, float], Measured],
     ) -> None:
         self.table = table
         self.predictor = predictor
-        self.inflight = inflight
+        self.estimate = estimate
         self.metrics = metrics
         self.measure = measure  # the measured state of rows (``Scorer.measured``)
 
@@ -52,7 +52,7 @@ class OverloadScan:
             return [], None
         block = np.arange(start_row, min(start_row + rows, n))
         fit = self.predictor.fit(
-            block, now, params, self.inflight.deltas(block, now), self.measure(block, now)
+            block, now, params, self.estimate.deltas(block, now), self.measure(block, now)
         )
         hits = np.flatnonzero(fit.sufficient & (fit.probability >= params.min_probability))
         resume: int | None = int(block[-1]) + 1 if block[-1] + 1 < n else None

@@ -70,7 +70,7 @@ class Reads:
         dims2 = scorer.dims(rows, now)
         dims = dims2[:, 0]
         reported = scorer.signals.value(LOAD_CODE, r, now)
-        delta = scorer.inflight.delta(agent_id, r, now)
+        delta = scorer.estimate.delta(agent_id, r, now)
         return AgentView(
             agent_id=agent_id,
             signals=scorer.signals.view(r, now),
@@ -92,7 +92,7 @@ class Reads:
         rows = np.array([r])
         scorer = self.scorer
         fit = self.predictor.fit(
-            rows, now, params, scorer.inflight.deltas(rows, now), scorer.measured(rows, now)
+            rows, now, params, scorer.estimate.deltas(rows, now), scorer.measured(rows, now)
         )
         out = self.predictor.prediction(agent_id, r, fit, 0, now, params)
         self.metrics.record_prediction(out.will_overload)

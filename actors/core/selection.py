@@ -1,7 +1,7 @@
 """How a shard scores and ranks agents (``Scorer``); what it filters and sends for a
 selection is ``shard_select``.
 
-The load dimension here is the *estimated* current load (``inflight``: the last report
+The load dimension here is the *estimated* current load (``estimate``: the last report
 plus the tasks assigned since, minus those completed since; never below the tasks open on
 an agent whose callers report completions), and the quality dimension is the measured
 success rate weighed against the reported QUALITY (``health``), so every path that scores
@@ -34,6 +34,7 @@ import numpy as np
 from actors.core.admission import Admission
 from actors.core.affinity import Affinity
 from actors.core.config import ShardConfig
+from actors.core.estimate import LoadEstimate
 from actors.core.fluid import MIN_COMPLETIONS, Measured
 from actors.core.health import PROBING, Health
 from actors.core.inflight import InFlight
@@ -62,6 +63,7 @@ class Scorer:
         table: AgentTable,
         signals: LiveSignals,
         inflight: InFlight,
+        estimate: LoadEstimate,
         labels: Labels,
         health: Health,
         speed: Speed,
@@ -75,6 +77,7 @@ class Scorer:
         self.table = table
         self.signals = signals
         self.inflight = inflight
+        self.estimate = estimate
         self.labels = labels
         self.health = health
         self.speed = speed
@@ -89,7 +92,7 @@ class Scorer:
         """Dimension scores of known rows and, with ``tasks``, the tasks each holds (the
         ``InFlight.tasks`` estimate), sharing one pass over the in-flight estimate."""
         t = self.signals.dims(rows, now)
-        delta = self.inflight.deltas(rows, now)
+        delta = self.estimate.deltas(rows, now)
         if delta is not None:
             # Tasks since the report are known for sure: they shift the (decayed) load
             # score undecayed; the tasks measured open bound it (a stuck report). Kept a
@@ -101,7 +104,7 @@ class Scorer:
             np.minimum(load, 1.0 - held, out=load)
             np.clip(load, 0.0, 1.0, out=load)
         t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE], now)
-        return t, self.inflight.tasks_after(rows, now, delta) if tasks else None
+        return t, self.estimate.tasks_after(rows, now, delta) if tasks else None
 
     def known_dims(
         self, rows: np.ndarray, now: float, tasks: bool = False
@@ -124,10 +127,10 @@ class Scorer:
         """Routing score of every row: one pass over the weighted live signals, then the
         rows whose estimate or measured quality differs from their reports, rescored."""
         scores = self.signals.all_scores(w, now)
-        rows, _ = self.inflight.with_deltas(now)
+        rows, _ = self.estimate.with_deltas(now)
         extra = []
         if w[LOAD_CODE] > 0:
-            extra.append(self.inflight.measured_rows())
+            extra.append(self.estimate.measured_rows())
         if w[QUALITY_CODE] > 0:
             extra.append(np.flatnonzero(self.table["outcomes"][: self.table.n] > 0))
         if extra:
@@ -144,12 +147,12 @@ class Scorer:
         known = rows >= 0
         speed = self.speed.speed_scores(dims)
         if known.all():
-            held = self.inflight.tasks(rows, now) if tasks is None else tasks
+            held = self.estimate.tasks(rows, now) if tasks is None else tasks
             return self.speed.predicted_s(rows, held, speed)
         out = self.speed.median_work_s() * 0.5 / np.maximum(speed, 0.05)
         k = rows[known]
         if len(k):
-            held = self.inflight.tasks(k, now) if tasks is None else tasks[known]
+            held = self.estimate.tasks(k, now) if tasks is None else tasks[known]
             out[known] = self.speed.predicted_s(k, held, speed[known])
         return out
 
@@ -203,11 +206,11 @@ class Scorer:
             whole[known] = lim
             lim = whole
         if lim.all():  # the usual case where concurrency is declared: no copies
-            held = self.inflight.tasks(rows, now) if tasks is None else tasks
+            held = self.estimate.tasks(rows, now) if tasks is None else tasks
             f = self.admission.full(rows, held)
             return f if f.any() else None
         r = rows[lim]
-        held = self.inflight.tasks(r, now) if tasks is None else tasks[lim]
+        held = self.estimate.tasks(r, now) if tasks is None else tasks[lim]
         f = self.admission.full(r, held)
         if not f.any():
             return None
@@ -218,7 +221,7 @@ class Scorer:
     def free_in_s(self, rows: np.ndarray, now: float) -> float:
         """When the soonest of these full rows is predicted to free a slot (the
         Retry-After of a refusal; ``admission``)."""
-        held = self.inflight.tasks(rows, now)
+        held = self.estimate.tasks(rows, now)
         work = self.speed.work(rows, self.speed.speed_scores(self.dims(rows, now)))
         return self.admission.free_in_s(self.admission.slots(rows), held, work)
 

@@ -75,7 +75,7 @@ def partial_select(
         if len(rows) != scorer.table.n:
             scores = scores[rows]
         if want_tasks:
-            tasks = scorer.inflight.tasks(rows, now)
+            tasks = scorer.estimate.tasks(rows, now)
     blocked = scorer.blocked(rows, now)
     # Health first (all blocked: a panic, route to all), then headroom: an assigning
     # selection takes only agents with a free slot; none left is a saturated answer.

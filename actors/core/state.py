@@ -5,9 +5,9 @@ Plain Python + numpy; never imports Ray. The parts, each in its own module:
 - ``table``: agent id <-> row, and every per-row array (swap-remove moves them all);
 - ``signals``: live signals and their decayed scores;
 - ``history``: the bounded ring of recent signals per agent;
-- ``inflight``: assignments, completions and the load estimate between reports
-  (``learning``: what is learned per agent; ``tasks``: the verbs that record tasks:
-  assign, report_tasks, complete);
+- ``inflight``: assignments and completions, reconciled with the reports; ``estimate``:
+  the load each agent holds between reports (``learning``: what is learned per agent;
+  ``tasks``: the verbs that record tasks: assign, report_tasks, complete);
 - ``metadata``: labels (``describe``);
 - ``selection``: scores and ranks; ``shard_select``: a shard's candidates after the
   filters (health, headroom: ``admission``; the key's agents: ``affinity``); ``merge``:
@@ -38,6 +38,7 @@ from actors.core.columns import SignalColumns, columns_from_arrays, columns_from
 from actors.core.config import ShardConfig
 from actors.core.decisions import DecisionLog
 from actors.core.errors import NotFound
+from actors.core.estimate import LoadEstimate
 from actors.core.health import Health
 from actors.core.history import History
 from actors.core.inflight import InFlight
@@ -86,6 +87,7 @@ class ShardState:
         self.signals = LiveSignals(self.table)
         self.hist = History(self.table, cfg.history_size)
         self.inflight = InFlight(self.table, cfg)
+        self.estimate = LoadEstimate(self.table, self.inflight)
         self.labels = Labels(self.table)
         self.health = Health(self.table, cfg)
         self.speed = Speed(self.table, cfg, lambda: self.inflight.rates.drain_learned)
@@ -94,6 +96,7 @@ class ShardState:
             self.table,
             self.signals,
             self.inflight,
+            self.estimate,
             self.labels,
             self.health,
             self.speed,
@@ -106,7 +109,7 @@ class ShardState:
         self.affinity = Affinity(self.table, cfg.affinity_keys)
         self.scorer.affinity = self.affinity
         self.scan = OverloadScan(
-            self.table, self.predictor, self.inflight, self.metrics, self.scorer.measured
+            self.table, self.predictor, self.estimate, self.metrics, self.scorer.measured
         )
         self.reads = Reads(self.scorer, self.hist, self.predictor, self.metrics, self._default_w)
         self.tasks: Tasks = Tasks(

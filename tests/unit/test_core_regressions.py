@@ -64,7 +64,8 @@ def test_weights_near_the_float_limit_are_normalised_not_crashing(clock) -> None
 
 def _sweep_work(agents: int, reserved: int) -> dict[str, int]:
     """Sweep ``agents`` expiring agents beside ``reserved`` agents holding tasks, and count
-    the sweep's calls into the in-flight part (the work the old sweep repeated per row)."""
+    the sweep's calls into the in-flight records and the estimate (the work the old sweep
+    repeated per row)."""
     now = [1_000.0]
     cfg = ShardConfig(history_retention_s=0, history_size=1, assignment_ttl_s=600)
     state = ShardState(cfg, clock=lambda: now[0])
@@ -80,14 +81,15 @@ def _sweep_work(agents: int, reserved: int) -> dict[str, int]:
         state.assign(keep)
     now[0] += 2
     calls: dict[str, int] = {}
-    for name in ("holders", "expire", "open_count", "delta"):
-        real = getattr(state.inflight, name)
+    parts = [(state.inflight, n) for n in ("holders", "expire", "open_count")]
+    for part, name in [*parts, (state.estimate, "delta")]:
+        real = getattr(part, name)
 
         def counted(*args: object, _real=real, _name=name, **kwargs: object) -> object:
             calls[_name] = calls.get(_name, 0) + 1
             return _real(*args, **kwargs)
 
-        setattr(state.inflight, name, counted)
+        setattr(part, name, counted)
     out = state.sweep()
     assert out["dropped_agents"] == agents and len(state) == reserved
     return calls
