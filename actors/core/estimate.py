@@ -79,7 +79,8 @@ class LoadEstimate:
         """``tasks`` for a caller that already has ``deltas(rows, now)``."""
         t = self.table.arrays
         idx = self.table.span(rows)
-        load = np.where(t["exp"][LOAD_CODE, idx] > now, t["val"][LOAD_CODE, idx], 0.0)
+        # One dimension's row first, then the rows of it: a 1-d gather, not a 2-d one.
+        load = np.where(t["exp"][LOAD_CODE][idx] > now, t["val"][LOAD_CODE][idx], 0.0)
         if delta is None:  # nothing in flight anywhere: nothing measured either
             load /= t["unit_eff"][idx]
             return load

@@ -102,7 +102,9 @@ class Scorer:
             load = t[LOAD_CODE]
             load -= delta
             np.minimum(load, 1.0 - held, out=load)
-            np.clip(load, 0.0, 1.0, out=load)
+            # Kept in [0, 1] (min and max in place: np.clip's wrapper costs more than both).
+            np.minimum(load, 1.0, out=load)
+            np.maximum(load, 0.0, out=load)
         t[QUALITY_CODE] = self.health.quality(rows, t[QUALITY_CODE], now)
         return t, self.estimate.tasks_after(rows, now, delta) if tasks else None
 
@@ -164,8 +166,8 @@ class Scorer:
         work = self.speed.work(rows, self.speed.speed_scores(dims))
         fast, slow = self.inflight.rates.arrival_rates(rows, now)
         unit = a["unit_eff"][rows]
-        live = a["exp"][LOAD_CODE, rows] > now
-        reported = np.where(live, a["val"][LOAD_CODE, rows], 0.0)
+        live = a["exp"][LOAD_CODE][rows] > now
+        reported = np.where(live, a["val"][LOAD_CODE][rows], 0.0)
         return Measured(
             use=a["completes"][rows] & (a["work_n"][rows] >= MIN_COMPLETIONS),
             tasks=tasks,
@@ -306,7 +308,8 @@ class Scorer:
         ranks *= -1.0
         # A probing agent (its ejection over, no probe running) is owed its probe: the
         # one task that decides whether it is back, whatever its past says of it.
-        probing = self.health_of(rows, now) == PROBING
-        if probing.any():
-            ranks[probing] = PROBE_RANK
+        if self.health.any_unhealthy():
+            probing = self.health_of(rows, now) == PROBING
+            if probing.any():
+                ranks[probing] = PROBE_RANK
         return ranks

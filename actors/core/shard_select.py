@@ -100,13 +100,15 @@ def partial_select(
             else:
                 drop = drop.copy()
                 drop[np.flatnonzero(~drop)[full]] = True
+    kept: np.ndarray | None = None  # positions in ``cand_ids`` of the rows still in
     if drop is not None:
         keep = np.flatnonzero(~drop)
         rows, known = rows[keep], known[keep]
         scores = None if scores is None else scores[keep]
-        dims = None if dims is None else dims[:, keep]
+        dims = None if dims is None else dims.take(keep, axis=1)
         tasks = None if tasks is None else tasks[keep]
-        cand_ids = None if cand_ids is None else [cand_ids[i] for i in keep.tolist()]
+        # The named ids are mapped through ``keep`` for the few picks only, at the end.
+        kept = keep
     ok = None
     if req.min_score is not None:
         assert scores is not None
@@ -140,7 +142,7 @@ def partial_select(
     sel_rows = rows[pos]
     sel_known = known[pos]
     if dims is not None:
-        sel_dims = dims[:, pos]
+        sel_dims = dims.take(pos, axis=1)
     elif len(sel_rows):
         sel_dims = scorer.dims(sel_rows, now)
     else:
@@ -155,7 +157,7 @@ def partial_select(
     return Partial(
         [ids[r] for r in sel_rows.tolist()]
         if cand_ids is None
-        else [cand_ids[i] for i in pos.tolist()],
+        else [cand_ids[i] for i in (pos if kept is None else kept[pos]).tolist()],
         w @ sel_dims if scores is None else scores[pos],
         keys,
         np.ascontiguousarray(sel_dims.T),

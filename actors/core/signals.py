@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from actors.core.models import INVERTED, NUM_DIMENSIONS, SIGNAL_TYPES, LiveSignal
-from actors.core.table import AgentTable
+from actors.core.table import AgentTable, columns
 
 _D = NUM_DIMENSIONS
 
@@ -65,10 +65,10 @@ class LiveSignals:
     def dims(self, rows: np.ndarray, now: float) -> np.ndarray:
         """(6, len(rows)) effective dimension scores of known rows."""
         a = self.table.arrays
-        rows = self.table.span(rows)  # type: ignore[assignment]
-        t = a["exp"][:, rows] - now
+        span = self.table.span(rows)
+        t = columns(a["exp"], span) - now
         np.maximum(t, 0.0, out=t)
-        t *= a["k"][:, rows]
+        t *= columns(a["k"], span)
         t += 0.5
         return t
 
@@ -90,8 +90,8 @@ class LiveSignals:
 
     def oldest_age(self, rows: np.ndarray, now: float) -> np.ndarray:
         a = self.table.arrays
-        ts = a["ts"][:, rows]
-        ts[a["exp"][:, rows] <= now] = np.inf
+        ts = a["ts"].take(rows, axis=-1)  # a copy: written below
+        ts[columns(a["exp"], rows) <= now] = np.inf
         return now - ts.min(axis=0)  # -inf where nothing is live; dropped when recorded
 
     def value(self, code: int, row: int, now: float) -> float | None:

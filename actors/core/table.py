@@ -26,6 +26,17 @@ class ArraySpec:
     fill: float  # value of a fresh row
 
 
+def columns(arr: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    """``arr[..., rows]`` of a ``(D, capacity)`` array, to read from. Rows from ``span``:
+    a slice stays a view; an index array is a ``take`` along the row axis, a third of the
+    time of fancy indexing on the last axis (numpy's general path, per element), which a
+    selection pays for every dimension array it reads."""
+    if isinstance(rows, slice):
+        return arr[..., rows]
+    out: np.ndarray = arr.take(rows, axis=-1)
+    return out
+
+
 class AgentTable:
     def __init__(self, initial_capacity: int = 1024) -> None:
         self.ids: list[str] = []
