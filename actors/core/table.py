@@ -97,7 +97,7 @@ class AgentTable:
         (rejected later by validation)."""
         get = self.index.get
         try:
-            return np.array(list(map(get, ids, repeat(-1, len(ids)))), dtype=np.int64)
+            return np.fromiter(map(get, ids, repeat(-1)), np.int64, len(ids))
         except TypeError:
             return np.array([get(a, -1) if isinstance(a, str) else -1 for a in ids], np.int64)
 
