@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from actors.core.models import SIGNAL_TYPES
-from actors.core.table import AgentTable
+from actors.core.table import AgentTable, columns
 
 
 class History:
@@ -77,10 +77,10 @@ class History:
         """(timestamps, values, mask) as (size, len(rows)) arrays: the samples of one
         signal type at or after ``since_s``."""
         t = self.table
-        hts, htype = t["hts"][:, rows], t["htype"][:, rows]
+        hts, htype = columns(t["hts"], rows), columns(t["htype"], rows)
         filled = np.arange(self.size)[:, None] < t["hlen"][rows][None, :]
         mask = filled & (htype == code) & (hts >= since_s)
-        return hts, t["hval"][:, rows].astype(np.float64), mask
+        return hts, columns(t["hval"], rows).astype(np.float64), mask
 
     def stale(self, before_s: float) -> np.ndarray:
         """Per row: no signal at all since ``before_s``."""

@@ -118,14 +118,19 @@ def _walk_rate(ts_s: np.ndarray, load: np.ndarray, mask: np.ndarray) -> np.ndarr
     """Per column, the variance per second of the increments between consecutive samples
     beyond what white noise explains (a random walk's diffusion rate; 0 for a steady or
     purely noisy series)."""
-    order = np.argsort(np.where(mask, ts_s, np.inf), axis=0)
-    t = np.take_along_axis(np.where(mask, ts_s, np.nan), order, axis=0)
-    v = np.take_along_axis(np.where(mask, load, np.nan), order, axis=0)
-    dt = np.diff(t, axis=0)
-    dv = np.diff(v, axis=0)
-    ok = np.isfinite(dt) & np.isfinite(dv) & (dt > 0)
-    cnt = ok.sum(axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    key = np.where(mask, ts_s, np.inf)
+    order = np.argsort(key, axis=0)
+    cols = np.arange(key.shape[1])
+    # Unmasked cells sort last, as inf: every time difference that involves one is not
+    # finite (inf, or NaN between two), so it is left out below, as is every value
+    # difference that involves one (their values are NaN).
+    t = key[order, cols]
+    v = np.where(mask, load, np.nan)[order, cols]
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf - inf: NaN, left out
+        dt = t[1:] - t[:-1]
+        dv = v[1:] - v[:-1]
+        ok = np.isfinite(dt) & np.isfinite(dv) & (dt > 0)
+        cnt = ok.sum(axis=0)
         rate = np.where(ok, dv * dv / np.where(ok, dt, 1.0), 0.0).sum(axis=0) / np.maximum(cnt, 1)
         # Lag-1 products: white noise makes consecutive increments anti-correlated
         # (-sigma^2), a walk does not; adding twice their mean removes the noise part.
