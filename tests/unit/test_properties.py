@@ -201,3 +201,25 @@ def test_merged_p2c_samples_uniformly_across_unequal_shards() -> None:
     req = SelectRequest(k=1, strategy="p2c")
     wins = wins_over_two_shards([f"m-{i}" for i in range(9)], ["m-99"], req, 3000)
     assert 200 < wins["m-99"] < 400, wins  # 1 in 10
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lead=st.sampled_from([(), (3,), (2, 4)]),
+    n=st.integers(1, 40),
+    picks=st.lists(st.integers(0, 39), max_size=30),
+    bounds=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+def test_columns_reads_what_indexing_the_row_axis_reads(lead, n, picks, bounds) -> None:
+    """``columns`` (a take along the row axis, for speed) gives exactly ``arr[..., rows]``
+    for any rows, repeats and order included; a slice stays a view of the table."""
+    from actors.core.table import columns
+
+    arr = np.arange(int(np.prod(lead, dtype=int)) * n, dtype=np.float64).reshape(*lead, n)
+    rows = np.array([p % n for p in picks], dtype=np.int64)
+    got = columns(arr, rows)
+    assert got.shape == arr[..., rows].shape and np.array_equal(got, arr[..., rows])
+    lo, hi = sorted(bounds)
+    view = columns(arr, slice(lo, min(hi, n)))
+    assert np.array_equal(view, arr[..., lo : min(hi, n)])
+    assert view.size == 0 or np.shares_memory(view, arr)
