@@ -1,12 +1,18 @@
 """One entry point for every benchmark: ``python -m load NAME [options]`` (or ``ripple bench``).
 
 python -m load core|actors|http|scaling|multinode|capacity [--smoke] [--json PATH] ...
+
+Several in one process, separated by ``+``, share one embedded Ray (started once, not once
+per benchmark; CI's smoke runs the Ray benchmarks so):
+
+python -m load actors --smoke --json a.json + http --smoke --json h.json
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import time
 
 BENCHMARKS = {
     "core": "load.core_bench",
@@ -29,13 +35,33 @@ BENCHMARKS = {
 }
 
 
+def runs(args: list[str]) -> list[list[str]] | None:
+    """``NAME [options] + NAME [options] ...`` split into runs; None when a name is unknown."""
+    out: list[list[str]] = [[]]
+    for a in args:
+        if a == "+":
+            out.append([])
+        else:
+            out[-1].append(a)
+    return out if all(r and r[0] in BENCHMARKS for r in out) else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in BENCHMARKS:
-        print(f"usage: python -m load {{{'|'.join(BENCHMARKS)}}} [options]  (--help per benchmark)")
+    planned = runs(list(sys.argv[1:] if argv is None else argv))
+    if planned is None:
+        names = "|".join(BENCHMARKS)
+        print(f"usage: python -m load {{{names}}} [options] [+ NAME [options] ...]")
         return 2
-    module = importlib.import_module(BENCHMARKS[args[0]])
-    module.main(args[1:])
+    if len(planned) == 1:
+        importlib.import_module(BENCHMARKS[planned[0][0]]).main(planned[0][1:])
+        return 0
+    from load.common import ray_session  # imported here: the plain path needs no Ray
+
+    start = time.monotonic()
+    with ray_session():
+        for name, *options in planned:
+            print(f"-- {name} [{time.monotonic() - start:.0f}s in this process]", flush=True)
+            importlib.import_module(BENCHMARKS[name]).main(options)
     return 0
 
 

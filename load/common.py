@@ -216,6 +216,25 @@ def throughput(fn: Callable[[int], int], *, max_batches: int, max_s: float) -> f
 
 
 @contextmanager
+def ray_session() -> Iterator[None]:
+    """An embedded local Ray for a benchmark, started and stopped here; or, when one runs
+    already (several benchmarks in one process: ``python -m load A ... + B ...``, as CI's
+    smoke runs them, so Ray starts once), that one, left running."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # Logical CPUs are a placement budget: enough for shards, routers and replicas at
+    # their fractional requests on a 2-core machine.
+    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextmanager
 def section(title: str) -> Iterator[None]:
     print(f"- {title}", flush=True)
     t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from load.common import Report, base_parser, percentiles_ms, section
+from load.common import Report, base_parser, percentiles_ms, ray_session, section
 from serve.auth import issue_token
 
 AUTH_SECRET = "http-bench-secret-" + "x" * 32
@@ -369,18 +369,17 @@ def main(argv: list[str] | None = None) -> Report:
         asyncio.run(run(report, args.url.rstrip("/"), args.smoke, with_null=False))
         report.finish(args.json)
         return report
-    start(args.port, args.shards)
-    try:
-        asyncio.run(run(report, f"http://127.0.0.1:{args.port}", args.smoke))
-    finally:
-        import ray
-        from ray import serve
+    with ray_session():
+        start(args.port, args.shards)
+        try:
+            asyncio.run(run(report, f"http://127.0.0.1:{args.port}", args.smoke))
+        finally:
+            from ray import serve
 
-        import actors
+            import actors
 
-        serve.shutdown()
-        actors.teardown(NAMESPACE)
-        ray.shutdown()
+            serve.shutdown()
+            actors.teardown(NAMESPACE)
     report.finish(args.json)
     return report
 

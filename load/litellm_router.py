@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from load.common import Report, base_parser
+from load.common import Report, base_parser, ray_session
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list download
 
@@ -140,8 +140,6 @@ def run_all(
 
 
 def main(argv: list[str] | None = None) -> Report:
-    import ray
-
     import actors
     from actors.core.config import ServiceConfig, ShardConfig
 
@@ -153,18 +151,21 @@ def main(argv: list[str] | None = None) -> Report:
     args = parser.parse_args(argv)
     n = 60 if args.smoke else args.requests
     namespace = "ripple-bench-litellm"
-    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
-    try:
-        # Ejections as short as LiteLLM's cool-downs, and failures that fade as fast, so
-        # both recover within the run.
-        shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0)
-        actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1, shard=shard))
-        # Smoke (CI): one peer is enough to show the script runs end to end.
-        peers = PEERS[:1] if args.smoke else PEERS
-        out = run_all(namespace, n, args.call_s, peers=peers)
-    finally:
-        actors.teardown(namespace)
-        ray.shutdown()
+    with ray_session():
+        try:
+            # Ejections as short as LiteLLM's cool-downs, and failures that fade as fast,
+            # so both recover within the run.
+            shard = ShardConfig(
+                ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0
+            )
+            actors.deploy(
+                ServiceConfig(namespace=namespace, num_shards=1, num_routers=1, shard=shard)
+            )
+            # Smoke (CI): one peer is enough to show the script runs end to end.
+            peers = PEERS[:1] if args.smoke else PEERS
+            out = run_all(namespace, n, args.call_s, peers=peers)
+        finally:
+            actors.teardown(namespace)
     report = Report(
         "litellm", {"requests": n, "concurrency": 6, "call_s": args.call_s, "smoke": args.smoke}
     )

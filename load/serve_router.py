@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from load.common import Report, base_parser
+from load.common import Report, base_parser, ray_session
 
 APP_DEFAULT = "router-default"
 APP_RIPPLE = "router-ripple"
@@ -128,7 +128,6 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> Report:
-    import ray
     from ray import serve
 
     import actors
@@ -142,15 +141,14 @@ def main(argv: list[str] | None = None) -> Report:
     args = parser.parse_args(argv)
     n = 150 if args.smoke else args.requests
     namespace = "ripple-bench-serve-router"
-    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False)
-    try:
-        actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1))
-        serve.start()
-        out = compare(namespace, n, args.rate, slow_factor=args.slow_factor, seed=args.seed)
-    finally:
-        serve.shutdown()
-        actors.teardown(namespace)
-        ray.shutdown()
+    with ray_session():
+        try:
+            actors.deploy(ServiceConfig(namespace=namespace, num_shards=1, num_routers=1))
+            serve.start()
+            out = compare(namespace, n, args.rate, slow_factor=args.slow_factor, seed=args.seed)
+        finally:
+            serve.shutdown()
+            actors.teardown(namespace)
     report = Report("serve-router", {**out["params"], "smoke": args.smoke})
     d, r = out[APP_DEFAULT], out[APP_RIPPLE]
     report.add("mean latency, ripple", r["mean_ms"], "ms", ceiling=d["mean_ms"], target="≤ default")
