@@ -5,7 +5,7 @@ An agent's slots are its declared ``max_concurrency``, else the concurrency its 
 reports imply (a LOAD of 1 is full, so ``1 / unit`` tasks fill it, the unit learned from
 how LOAD moved with its tasks: ``learning``); an agent with neither has unknown
 concurrency and always has headroom. It has headroom while the tasks it is estimated to
-hold (``InFlight.tasks``: never fewer than those measured open when completions are
+hold (``LoadEstimate.tasks``: never fewer than those measured open when completions are
 reported) leave a slot free. An assigning selection considers only agents with headroom,
 and ``assign`` checks again, so two routers that chose the same last slot at once cannot
 both take it.

@@ -90,7 +90,7 @@ class Scorer:
         self, rows: np.ndarray, now: float, tasks: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Dimension scores of known rows and, with ``tasks``, the tasks each holds (the
-        ``InFlight.tasks`` estimate), sharing one pass over the in-flight estimate."""
+        ``LoadEstimate.tasks``), sharing one pass over the in-flight estimate."""
         t = self.signals.dims(rows, now)
         delta = self.estimate.deltas(rows, now)
         if delta is not None:

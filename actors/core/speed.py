@@ -38,7 +38,7 @@ from actors.core.table import AgentTable
 
 _PARALLEL_RATE = 0.1  # learning rate of the parallelism
 # Completions a task time weighs: speed changes slowly, and a noisy figure misroutes (an
-# agent's queue, not its time, reacts to a sudden slowdown: see ``InFlight.tasks``).
+# agent's queue, not its time, reacts to a sudden slowdown: see ``LoadEstimate.tasks``).
 _WORK_MEMORY = 200
 _WORK_PRIOR_N = 5.0  # completions the prior task time counts as
 # Agents with a learned task time before their median is the prior. One: a small fleet's
