@@ -31,7 +31,7 @@ def columns(arr: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
     a slice stays a view; an index array is a ``take`` along the row axis, a third of the
     time of fancy indexing on the last axis (numpy's general path, per element), which a
     selection pays for every dimension array it reads."""
-    if isinstance(rows, slice):
+    if isinstance(rows, slice) or rows.dtype == np.bool_:  # a mask is not an index to take
         return arr[..., rows]
     out: np.ndarray = arr.take(rows, axis=-1)
     return out

@@ -212,13 +212,16 @@ def test_merged_p2c_samples_uniformly_across_unequal_shards() -> None:
 )
 def test_columns_reads_what_indexing_the_row_axis_reads(lead, n, picks, bounds) -> None:
     """``columns`` (a take along the row axis, for speed) gives exactly ``arr[..., rows]``
-    for any rows, repeats and order included; a slice stays a view of the table."""
+    for any rows, repeats and order included, or a mask; a slice stays a view of the table."""
     from actors.core.table import columns
 
     arr = np.arange(int(np.prod(lead, dtype=int)) * n, dtype=np.float64).reshape(*lead, n)
     rows = np.array([p % n for p in picks], dtype=np.int64)
     got = columns(arr, rows)
     assert got.shape == arr[..., rows].shape and np.array_equal(got, arr[..., rows])
+    mask = np.zeros(n, bool)
+    mask[rows] = True
+    assert np.array_equal(columns(arr, mask), arr[..., mask])
     lo, hi = sorted(bounds)
     view = columns(arr, slice(lo, min(hi, n)))
     assert np.array_equal(view, arr[..., lo : min(hi, n)])
