@@ -14,6 +14,8 @@ import importlib
 import sys
 import time
 
+from load.common import ray_session
+
 BENCHMARKS = {
     "core": "load.core_bench",
     "actors": "load.actor_bench",
@@ -50,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     planned = runs(list(sys.argv[1:] if argv is None else argv))
     if planned is None:
         names = "|".join(BENCHMARKS)
-        print(f"usage: python -m load {{{names}}} [options] [+ NAME [options] ...]")
+        usage = f"python -m load {{{names}}} [options] [+ NAME [options] ...]"
+        print(f"usage: {usage}  (--help per benchmark)")
         return 2
     if len(planned) == 1:
         importlib.import_module(BENCHMARKS[planned[0][0]]).main(planned[0][1:])
         return 0
-    from load.common import ray_session  # imported here: the plain path needs no Ray
-
     start = time.monotonic()
     with ray_session():
         for name, *options in planned:
