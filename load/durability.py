@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> Report:
     args = parser.parse_args(argv)
     agents, history = (5_000, 20) if args.smoke else (args.agents, args.history)
     n_batches = 200 if args.smoke else args.batches
-    max_s = 2.0 if args.smoke else 20.0
+    max_s = 1.0 if args.smoke else 20.0
     report = Report(
         "durability",
         {"agents": agents, "history": history, "batch": BATCH, "smoke": args.smoke},

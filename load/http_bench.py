@@ -226,7 +226,7 @@ async def run(report: Report, url: str, smoke: bool, with_null: bool = True) -> 
     """With ``with_null`` False (an existing service via --url), the ceiling for request
     rates and latency is ``GET /healthz`` of the same service: the cheapest request through
     the same proxy. There is then no batch ceiling."""
-    max_s = 1.5 if smoke else 10.0
+    max_s = 1.0 if smoke else 10.0
     rng = np.random.default_rng(0)
     groups = process_groups() if with_null else None  # a service elsewhere: no CPU view
     async with httpx.AsyncClient(
