@@ -30,6 +30,7 @@ from load.common import Report, base_parser, percentiles_ms, section, time_calls
 
 AUTH_MODE = "disabled"  # every process of this cluster must agree; set for all of them here
 NAMESPACE = "ripple-multinode"
+STOP_GRACE_S = 5.0  # SIGTERM to SIGKILL when the cluster is stopped
 
 
 def free_port() -> int:
@@ -123,12 +124,15 @@ def local_cluster(
             _wait_for_text(log_path, "Ray runtime started", 120)
         yield address
     finally:
-        # Workers first, each drained before the next, then the head they report to.
+        # Workers first, each drained before the next, then the head they report to. A
+        # node that has not exited STOP_GRACE_S after SIGTERM is killed with its whole
+        # process group: the head took ~34 s to wind down on SIGTERM alone, and this
+        # cluster, its temp dir included, is thrown away.
         for p in reversed(procs):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
             try:
-                p.wait(timeout=40)
+                p.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
