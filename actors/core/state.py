@@ -3,6 +3,7 @@
 Plain Python + numpy; never imports Ray. The parts, each in its own module:
 
 - ``table``: agent id <-> row, and every per-row array (swap-remove moves them all);
+- ``intake``: what a batch of signals changes (validated, journalled, then applied);
 - ``signals``: live signals and their decayed scores;
 - ``history``: the bounded ring of recent signals per agent;
 - ``inflight``: assignments and completions, reconciled with the reports; ``estimate``:
@@ -34,7 +35,7 @@ from actors.core import decisions as records
 from actors.core import wal
 from actors.core.admission import Admission, saturated
 from actors.core.affinity import Affinity, claim
-from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts, validate
+from actors.core.columns import SignalColumns, columns_from_arrays, columns_from_dicts
 from actors.core.config import ShardConfig
 from actors.core.decisions import DecisionLog
 from actors.core.errors import NotFound
@@ -42,11 +43,11 @@ from actors.core.estimate import LoadEstimate
 from actors.core.health import Health
 from actors.core.history import History
 from actors.core.inflight import InFlight
+from actors.core.intake import Intake
 from actors.core.merge import Partial, merge_partials
 from actors.core.metadata import Labels
 from actors.core.metrics import Counters
 from actors.core.models import (
-    LOAD_CODE,
     AgentScore,
     AgentView,
     CompleteResult,
@@ -115,6 +116,16 @@ class ShardState:
         self.tasks: Tasks = Tasks(
             self.table, self.inflight, self.health, self.speed, self.metrics, self._log
         )
+        self.intake = Intake(
+            cfg,
+            self.table,
+            self.hist,
+            self.signals,
+            self.inflight,
+            self.admission,
+            self.metrics,
+            self._log,
+        )
         # Called with one encoded WAL record per change (``actors.core.wal``), when the
         # host keeps a write-ahead log; None: no log. Every verb calls it before it
         # changes anything, so when it raises (the storage refused the record) the
@@ -132,61 +143,7 @@ class ShardState:
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, cols: SignalColumns, at_s: float | None = None) -> IngestResult:
-        t0 = time.perf_counter()
-        now = self.now(at_s)
-        cfg, table = self.config, self.table
-        known = table.lookup(cols.agent_ids)
-        vb = validate(
-            cols,
-            now,
-            max_ttl_s=cfg.max_ttl_s,
-            max_future_skew_s=cfg.max_future_skew_s,
-            known_rows=known,
-        )
-        idx = vb.index
-        if len(idx):
-            codes = cols.type_codes[idx]
-            vals = cols.values[idx]
-            # A timestamp a few seconds ahead is clock skew: age and expiry count from receipt.
-            ts = np.minimum(vb.effective_ts_s[idx], now)
-            confidences, ttls = cols.confidences[idx], cols.ttls_s[idx]
-            # Logged before anything changes: a record the storage refused leaves no trace.
-            self._log(
-                lambda: wal.encode_ingest(
-                    now,
-                    SignalColumns(
-                        agent_ids=[cols.agent_ids[i] for i in idx.tolist()],
-                        type_codes=codes,
-                        values=vals,
-                        confidences=confidences,
-                        ttls_s=ttls,
-                        timestamps_s=ts,
-                    ),
-                )
-            )
-            rows = table.rows_creating(cols.agent_ids, idx, known[idx])
-            self.hist.write(rows, codes, vals, ts)
-            # A backfilled sample (expired on arrival) goes into history, never live.
-            live = vb.live[idx]
-            r, c, t = self.signals.write(
-                rows[live],
-                codes[live],
-                vals[live],
-                confidences[live],
-                ttls[live],
-                ts[live],
-                now,
-            )
-            self.admission.freed()  # a lower LOAD, or a new agent: maybe a free slot
-            is_load = c == LOAD_CODE
-            if is_load.any():
-                self.inflight.on_load(
-                    r[is_load], self.table["val"][LOAD_CODE, r[is_load]], t[is_load]
-                )
-        self.metrics.record_ingest(
-            cols.type_codes[idx], vb.reasons, time.perf_counter() - t0, len(cols)
-        )
-        return IngestResult.model_construct(accepted=len(idx), rejected=vb.rejected)
+        return self.intake.ingest(cols, self.now(at_s))
 
     def ingest_dicts(self, items: Sequence[Any]) -> IngestResult:
         return self.ingest(columns_from_dicts(items))
