@@ -10,6 +10,7 @@ backfill) goes into history only, never live.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,26 +27,16 @@ from actors.core.table import AgentTable
 from actors.core.tasks import Log
 
 
+@dataclass
 class Intake:
-    def __init__(
-        self,
-        cfg: ShardConfig,
-        table: AgentTable,
-        hist: History,
-        signals: LiveSignals,
-        inflight: InFlight,
-        admission: Admission,
-        metrics: Counters,
-        log: Log,
-    ) -> None:
-        self.cfg = cfg
-        self.table = table
-        self.hist = hist
-        self.signals = signals
-        self.inflight = inflight
-        self.admission = admission
-        self.metrics = metrics
-        self._log = log
+    cfg: ShardConfig
+    table: AgentTable
+    hist: History
+    signals: LiveSignals
+    inflight: InFlight
+    admission: Admission
+    metrics: Counters
+    log: Log  # journals one change before it is applied (``ShardState._log``)
 
     def ingest(self, cols: SignalColumns, now: float) -> IngestResult:
         t0 = time.perf_counter()
@@ -66,7 +57,7 @@ class Intake:
             ts = np.minimum(vb.effective_ts_s[idx], now)
             confidences, ttls = cols.confidences[idx], cols.ttls_s[idx]
             # Logged before anything changes: a record the storage refused leaves no trace.
-            self._log(
+            self.log(
                 lambda: wal.encode_ingest(
                     now,
                     SignalColumns(
