@@ -90,7 +90,7 @@ class LiveSignals:
 
     def oldest_age(self, rows: np.ndarray, now: float) -> np.ndarray:
         a = self.table.arrays
-        ts = a["ts"].take(rows, axis=-1)  # a copy: written below
+        ts = columns(a["ts"], rows).copy()  # written below: never through to the table
         ts[columns(a["exp"], rows) <= now] = np.inf
         return now - ts.min(axis=0)  # -inf where nothing is live; dropped when recorded
 
