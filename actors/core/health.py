@@ -168,6 +168,16 @@ class Health:
         out: np.ndarray = (h == EJECTED) | ((h == PROBING) & (open_tasks >= self.cfg.probe_tasks))
         return out
 
+    def probes_out(self, rows: np.ndarray, open_tasks: np.ndarray, now: float) -> np.ndarray | None:
+        """Rows probing with all their probes running: at assignment they count as full
+        (two routers that chose one at the same moment must not both send it a probe).
+        None when every agent of the shard is healthy."""
+        if not self.any_unhealthy():
+            return None
+        h = self.states(rows, now)
+        out: np.ndarray = (h == PROBING) & (open_tasks >= self.cfg.probe_tasks)
+        return out if out.any() else None
+
     def evidence(self, rows: np.ndarray, now: float) -> np.ndarray:
         """Outcomes each row's rate weighs, fading with the time since the agent was last
         given a task (``outcome_half_life_s``; the time ``learning`` keeps for its

@@ -44,6 +44,9 @@ class Partial:
     filtered: int = 0
     blocked: int = 0
     affinity: AffinityAnswer | None = None  # with an affinity_key (``affinity``)
+    # Every candidate of this shard was unhealthy, so it sent them all (a shard's panic);
+    # the merge keeps them only if every other shard panicked too (``confine_panics``).
+    panic: bool = False
 
     @classmethod
     def empty(cls) -> Partial:
@@ -194,6 +197,27 @@ def balanced_picks(
     return idx[merge_order(scores[idx], np.zeros(len(idx)))] if len(idx) > 1 else idx
 
 
+def confine_panics(parts: list[Partial]) -> None:
+    """A panic is the whole selection's, not a shard's: one shard whose candidates are
+    all ejected sends them (it cannot know the others have healthy ones), but while any
+    other shard had a healthy candidate, with headroom or not, the merge drops them, as
+    one shard holding every agent would (an ejected agent alone on its shard would
+    otherwise take the overflow whenever the healthy ones are full). In place: the
+    router's saturation figures and decision records read these partials too."""
+    if not any(p.panic for p in parts) or all(p.panic or not p.considered for p in parts):
+        return
+    for p in parts:
+        if p.panic:
+            n = len(p.agent_ids)
+            p.agent_ids = []
+            p.scores, p.keys, p.ranks = p.scores[:0], p.keys[:0], p.order_keys()[:0]
+            p.dims, p.known = p.dims[:0], p.known[:0]
+            p.max_signal_age_s, p.predicted_s = p.max_signal_age_s[:0], p.predicted_s[:0]
+            p.health = p.health[:0]
+            p.eligible, p.full, p.free_in_s = 0, 0, float("inf")
+            p.blocked, p.panic, p.affinity = p.blocked + n, False, None
+
+
 def merge_partials(
     parts: list[Partial],
     request: SelectRequest,
@@ -204,6 +228,7 @@ def merge_partials(
 ) -> tuple[SelectResult, Partial]:
     """Turn shard partials into the final answer (also used by a lone shard)."""
     k = request.k
+    confine_panics(parts)
     merged = concat(parts)
     merged.ranks = merged.order_keys()
     ranks = merged.ranks

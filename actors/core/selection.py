@@ -194,6 +194,19 @@ class Scorer:
         out[known] = b
         return out
 
+    def probes_out(self, rows: np.ndarray, now: float) -> np.ndarray | None:
+        """Rows (from ``lookup``) probing with all their probes running; None: none."""
+        known = rows >= 0
+        k = rows[known]
+        if not len(k):
+            return None
+        p = self.health.probes_out(k, self.table["open_n"][k], now)
+        if p is None:
+            return None
+        out = np.zeros(len(rows), bool)
+        out[known] = p
+        return out
+
     def full(
         self, rows: np.ndarray, now: float, tasks: np.ndarray | None = None
     ) -> np.ndarray | None:

@@ -77,9 +77,11 @@ def partial_select(
         if want_tasks:
             tasks = scorer.estimate.tasks(rows, now)
     blocked = scorer.blocked(rows, now)
-    # Health first (all blocked: a panic, route to all), then headroom: an assigning
-    # selection takes only agents with a free slot; none left is a saturated answer.
+    # Health first (all blocked: a panic, route to all, unless another shard has a healthy
+    # candidate: ``merge.confine_panics``), then headroom: an assigning selection takes
+    # only agents with a free slot; none left is a saturated answer.
     drop = blocked if blocked is not None and not blocked.all() else None
+    panic = blocked is not None and drop is None and len(rows) > 0
     blocked_n = 0 if drop is None else int(drop.sum())
     # An affinity bound is relative to the mean load of every eligible agent, full or not.
     fleet = None
@@ -173,6 +175,7 @@ def partial_select(
         max(asked - considered, 0),
         blocked_n,
         answer,
+        panic,
     )
 
 

@@ -206,13 +206,18 @@ class ShardState:
         at_s: float | None = None,
     ) -> dict[str, str]:
         """Record one in-flight task on each known agent; unknown ones get no state. With
-        ``admit`` (a selection's assignment), only on agents with headroom: a full one
-        gets no task (another router took the last slot first). ``record``: the
-        decision's record; ``affinity``: (key, agent) when that agent now serves the key.
+        ``admit`` (a selection's assignment), only on agents with headroom: a full one,
+        or a probing one whose probes all run, gets no task (another router took the
+        last slot, or the probe, first). ``record``: the decision's record;
+        ``affinity``: (key, agent) when that agent now serves the key.
         Returns the assignment id of each agent assigned."""
         now = self.now(at_s)
         rows = self.table.lookup(agent_ids)
         full = self.scorer.full(rows, now) if admit else None
+        if admit:
+            probed = self.scorer.probes_out(rows, now)
+            if probed is not None:
+                full = probed if full is None else full | probed
         if full is not None:
             agent_ids = [a for a, f in zip(agent_ids, full.tolist(), strict=True) if not f]
         ids = dict(self.tasks.assign_with_ids([(a, None) for a in agent_ids], now))

@@ -94,6 +94,59 @@ def test_never_more_than_the_configured_fraction_is_ejected_and_all_unhealthy_pa
     assert got and got[0].agent_id in ejected and got[0].health == "ejected"
 
 
+def test_two_routers_that_chose_a_probing_agent_at_once_send_one_probe(clock) -> None:
+    state = fleet(clock, eject_after_failures=1, ejection_base_s=1.0)
+    run_task(state, "a0", False, clock, 0.01)
+    clock.advance(1.0)
+    assert state.agent("a0").health == "probing"
+    # Both routers' partial answers were taken before either assigned.
+    req = SelectRequest(candidates=["a0"], assign=True)
+    assert [state.partial_select(req).agent_ids for _ in range(2)] == [["a0"], ["a0"]]
+    first = state.assign(["a0"], admit=True)
+    assert "a0" in first
+    assert state.assign(["a0"], admit=True) == {}  # the probe is out: as if full
+    assert state.assign(["a0"]) != {}  # not a selection's: recorded as told
+
+
+def test_a_panic_is_the_selections_not_one_shards(clock) -> None:
+    """An ejected agent alone on its shard: that shard sends it (all its candidates are
+    unhealthy), but the merge passes it over while another shard has a healthy agent, with
+    headroom or not, as one shard holding all three would."""
+    import numpy as np
+
+    from actors.core.merge import merge_partials
+
+    healthy, lone = fleet(clock, n=2), fleet(clock, n=0, eject_after_failures=1)
+    lone.describe("c", max_concurrency=4)
+    run_task(lone, "c", False, clock, 0.01)
+    assert lone.agent("c").health == "ejected"
+    rng = np.random.default_rng(0)
+
+    def merged(req: SelectRequest) -> tuple[list[str], list]:
+        # As a router asks: each shard for the candidates it owns.
+        mine = [[a for a in req.candidates or () if a != "c"], ["c"]]
+        parts = [
+            shard.partial_select(req.model_copy(update={"candidates": own}))
+            for shard, own in zip((healthy, lone), mine, strict=True)
+            if own
+        ]
+        result, _ = merge_partials(parts, req, rng, shards_total=2, shards_answered=2)
+        return [p.agent_id for p in result.selected], parts
+
+    req = SelectRequest(candidates=["a0", "a1", "c"], k=3, assign=True)
+    got, parts = merged(req)
+    assert sorted(got) == ["a0", "a1"]
+    assert parts[1].blocked == 1 and not parts[1].panic and not parts[1].agent_ids
+    # The healthy ones full: a saturated answer (nothing picked), not the ejected one.
+    for a in ("a0", "a1"):
+        for _ in range(4):
+            healthy.assign([a])
+    got, parts = merged(req)
+    assert got == [] and sum(p.full for p in parts) == 2
+    # Only the ejected one asked for: the panic stands.
+    assert merged(SelectRequest(candidates=["c"], assign=False))[0] == ["c"]
+
+
 def test_a_fast_failing_agent_that_looks_idle_stops_getting_work(clock) -> None:
     """The black hole: LOAD 0 and 5 ms failures. Load-based routing would send it most."""
     state = fleet(clock)
