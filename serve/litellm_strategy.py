@@ -81,6 +81,10 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
         self.picks_by_ripple = 0
         self.picks_by_fallback = 0
         self.picks_saturated = 0
+        # Outcomes LiteLLM handed over (its callbacks run after the caller has its answer),
+        # and those Ripple did not take.
+        self.outcomes_reported = 0
+        self.outcomes_lost = 0
 
     @classmethod
     def attach(
@@ -208,7 +212,10 @@ class RippleRoutingStrategy(CustomRoutingStrategyBase, CustomLogger):
                 agent, assignment_id, ok=ok, duration_s=self._seconds(start, end)
             )
         except Exception as e:  # an outcome lost is soft state; the next one corrects it
+            self.outcomes_lost += 1
             log.warning("Ripple did not take the outcome of %s: %s", agent, e)
+        finally:
+            self.outcomes_reported += 1
 
 
 def _rate_limited(model: str, full: Saturated) -> Exception:
