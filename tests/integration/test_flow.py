@@ -130,6 +130,19 @@ def test_explain_returns_the_decision_record_through_either_client(client, names
         client.explain("ffffffff-1")
 
 
+def waiting_until(client: RippleClient, bands: dict[str, int], timeout_s: float = 15.0) -> None:
+    """Until the routers hold these waiting selections per band (their gauge, summed):
+    a waiter that is not queued yet when the slot frees would make the order a race."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = client.metrics_snapshot()["metrics"].flow_waiting
+        got = {band: n for band, n in waiting.items() if n}
+        if got == bands or time.monotonic() > deadline:
+            assert got == bands, got
+            return
+        time.sleep(0.05)
+
+
 def test_a_freed_slot_goes_to_the_higher_band_whichever_router_holds_it(client, namespace) -> None:
     agent = "prio-x"
     client.describe(agent, max_concurrency=1)
@@ -150,10 +163,10 @@ def test_a_freed_slot_goes_to_the_higher_band_whichever_router_holds_it(client, 
     # The low band waits first, on router 0; the high band then on router 1.
     low = threading.Thread(target=wait, args=("low", 1, 0))
     low.start()
-    time.sleep(0.5)
+    waiting_until(client, {"1": 1})
     high = threading.Thread(target=wait, args=("high", 9, 1))
     high.start()
-    time.sleep(0.5)
+    waiting_until(client, {"1": 1, "9": 1})
     assert not order  # both wait: the one slot is held
     assert client.complete(agent, held.assignment_id).released
     high.join(timeout=10)
