@@ -105,6 +105,13 @@ class AsyncRippleClient(ClientOps):
     ) -> SelectResult:
         return await self.select_request(select_request(candidates, k, weights, **options))
 
+    def flow_status(self) -> dict[str, object] | None:
+        """With ``fan_out="local"``: this process's flow-control queue as of now (waiting
+        selections by band, refusals by reason, the tenants' fairness index), what
+        ``/v1/stats`` shows of a Serve replica's; its gauges reach ``/metrics`` only when
+        the counters are pushed. None when selections wait in the router actors."""
+        return None if self._local is None else self._local.flow.summary()
+
     scores = _async(ClientOps.scores_op)
     scores_request = _async(ClientOps.scores_request_op)
     agent = _async(ClientOps.agent_op)

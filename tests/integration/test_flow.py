@@ -97,10 +97,23 @@ def test_an_async_local_client_shares_one_queue_and_serves_the_higher_band_first
             await local.select(wait_s=10.0, priority=priority)
             order.append(name)
 
+        async def queued(bands: dict[str, int]) -> None:
+            for _ in range(300):  # until both are in this process's queue (15 s at most)
+                status = local.flow_status()
+                assert status is not None
+                waiting = status["waiting"]
+                assert isinstance(waiting, dict)
+                if {b: n for b, n in waiting.items() if n} == bands:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"not queued: {status}")
+
+        # Through the router actors there is no queue in this process to show.
+        assert actors.connect_async(namespace=namespace).flow_status() is None
         low = asyncio.ensure_future(wait("low", 1))
-        await asyncio.sleep(0.2)
+        await queued({"1": 1})
         high = asyncio.ensure_future(wait("high", 9))
-        await asyncio.sleep(0.2)
+        await queued({"1": 1, "9": 1})
         snapshot = await local.stats()
         assert snapshot["ready"]
         views = [await local.agent(a) for a in AGENTS]
