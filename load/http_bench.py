@@ -61,7 +61,7 @@ def start(port: int, shards: int) -> None:
     )
     from actors.core.config import HttpConfig
     from load.null_http import Null
-    from serve.app import replica_actor_options
+    from serve.replica import replica_actor_options
 
     null: Any = Null
     null = null.options(ray_actor_options=replica_actor_options(HttpConfig()))

@@ -67,6 +67,7 @@ from serve.openapi import (
     AssignmentPath,
     IngestBody,
 )
+from serve.replica import ingress_options
 
 log = logging.getLogger(__name__)
 RECENT_SELECTIONS = 50
@@ -90,7 +91,7 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-# Its resources and max_ongoing_requests come from HttpConfig (``build_app``), not here.
+# Its resources and max_ongoing_requests come from HttpConfig (``build_app``, ``serve.replica``).
 @serve.deployment
 @serve.ingress(app)
 class RippleIngress:
@@ -403,21 +404,4 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
     if problem is not None:
         raise ValueError(problem)
     ingress: Any = RippleIngress
-    return ingress.options(
-        ray_actor_options=replica_actor_options(config.http),
-        max_ongoing_requests=config.http.max_ongoing_requests,
-        # A stopping replica still waits for its ongoing requests (up to Serve's
-        # graceful_shutdown_timeout_s); it checks for them every 0.5 s, not after a
-        # first 2 s sleep, so an idle one stops (Ctrl-C, a scale-down) 1.5 s sooner.
-        graceful_shutdown_wait_loop_s=0.5,
-    ).bind(config.to_args())
-
-
-def replica_actor_options(http: HttpConfig) -> dict[str, Any]:
-    """The replica's Ray options; the null endpoint of the HTTP benchmark takes the same,
-    so its ceiling runs on the same replica machinery."""
-    options: dict[str, Any] = {"num_cpus": http.replica_num_cpus}
-    if http.user_code_in_main_loop:  # read by Serve when the replica process starts
-        env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
-        options["runtime_env"] = {"env_vars": env}
-    return options
+    return ingress.options(**ingress_options(config.http)).bind(config.to_args())
