@@ -165,7 +165,7 @@ class Health:
         if not self.any_unhealthy():
             return None
         h = self.states(rows, now)
-        out: np.ndarray = (h == EJECTED) | ((h == PROBING) & (open_tasks >= self.cfg.probe_tasks))
+        out: np.ndarray = (h == EJECTED) | self._probes_running(h, open_tasks)
         return out
 
     def probes_out(self, rows: np.ndarray, open_tasks: np.ndarray, now: float) -> np.ndarray | None:
@@ -174,9 +174,11 @@ class Health:
         None when every agent of the shard is healthy."""
         if not self.any_unhealthy():
             return None
-        h = self.states(rows, now)
-        out: np.ndarray = (h == PROBING) & (open_tasks >= self.cfg.probe_tasks)
-        return out if out.any() else None
+        return self._probes_running(self.states(rows, now), open_tasks)
+
+    def _probes_running(self, states: np.ndarray, open_tasks: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (states == PROBING) & (open_tasks >= self.cfg.probe_tasks)
+        return out
 
     def evidence(self, rows: np.ndarray, now: float) -> np.ndarray:
         """Outcomes each row's rate weighs, fading with the time since the agent was last

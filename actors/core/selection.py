@@ -29,6 +29,8 @@ unless that leaves none of this shard's candidates (a panic: all are considered)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from actors.core.admission import Admission
@@ -181,30 +183,31 @@ class Scorer:
 
     def blocked(self, rows: np.ndarray, now: float) -> np.ndarray | None:
         """Rows (from ``lookup``) the health states pass over; None: none."""
+        return self._health_mask(self.health.blocked, rows, now)
+
+    def probes_out(self, rows: np.ndarray, now: float) -> np.ndarray | None:
+        """Rows (from ``lookup``) probing with all their probes running; None: none."""
+        return self._health_mask(self.health.probes_out, rows, now)
+
+    def _health_mask(
+        self,
+        mask: Callable[[np.ndarray, np.ndarray, float], np.ndarray | None],
+        rows: np.ndarray,
+        now: float,
+    ) -> np.ndarray | None:
+        """``mask`` (a ``Health`` read of rows and their open tasks) over rows from
+        ``lookup``, unknown ones False; None when it marks none."""
         if not self.health.any_unhealthy():
             return None
         known = rows >= 0
         k = rows[known]
         if not len(k):
             return None
-        b = self.health.blocked(k, self.table["open_n"][k], now)
-        if b is None or not b.any():
+        m = mask(k, self.table["open_n"][k], now)
+        if m is None or not m.any():
             return None
         out = np.zeros(len(rows), bool)
-        out[known] = b
-        return out
-
-    def probes_out(self, rows: np.ndarray, now: float) -> np.ndarray | None:
-        """Rows (from ``lookup``) probing with all their probes running; None: none."""
-        known = rows >= 0
-        k = rows[known]
-        if not len(k):
-            return None
-        p = self.health.probes_out(k, self.table["open_n"][k], now)
-        if p is None:
-            return None
-        out = np.zeros(len(rows), bool)
-        out[known] = p
+        out[known] = m
         return out
 
     def full(
