@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from actors.core.config import ShardConfig
 from load.common import Report, base_parser, ray_session
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list download
@@ -104,12 +105,19 @@ async def failover(
     return failing, recovered
 
 
-def failover_models(call_s: float = 0.05) -> list[dict[str, Any]]:
+def failover_models(call_s: float = 0.05, **params: Any) -> list[dict[str, Any]]:
+    """``a`` and ``b`` answer, ``c`` fails; ``params``: more LiteLLM parameters for all three."""
     return [
-        deployment("a", call_s, mock_response="a"),
-        deployment("b", call_s, mock_response="b"),
-        deployment("c", call_s, mock_response=FAIL),
+        deployment("a", call_s, mock_response="a", **params),
+        deployment("b", call_s, mock_response="b", **params),
+        deployment("c", call_s, mock_response=FAIL, **params),
     ]
+
+
+def quick_recovery() -> ShardConfig:
+    """Ejections as short as LiteLLM's cool-downs, and failures that fade as fast, so both
+    recover within a run (the benchmark's and the integration tests')."""
+    return ShardConfig(ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0)
 
 
 def slow_models(call_s: float = 0.05) -> list[dict[str, Any]]:
@@ -160,7 +168,7 @@ def run_all(
 
 def main(argv: list[str] | None = None) -> Report:
     import actors
-    from actors.core.config import ServiceConfig, ShardConfig
+    from actors.core.config import ServiceConfig
 
     parser = base_parser(__doc__ or "")
     parser.add_argument("--requests", type=int, default=240)
@@ -172,11 +180,7 @@ def main(argv: list[str] | None = None) -> Report:
     namespace = "ripple-bench-litellm"
     with ray_session():
         try:
-            # Ejections as short as LiteLLM's cool-downs, and failures that fade as fast,
-            # so both recover within the run.
-            shard = ShardConfig(
-                ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0
-            )
+            shard = quick_recovery()
             actors.deploy(
                 ServiceConfig(namespace=namespace, num_shards=1, num_routers=1, shard=shard)
             )

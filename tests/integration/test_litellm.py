@@ -10,21 +10,27 @@ import pytest
 
 import actors
 from actors.client.clients import RippleClient, connect_async
-from actors.core.config import ServiceConfig, ShardConfig
+from actors.core.config import ServiceConfig
 
 # LiteLLM fetches its price list from GitHub on import unless told not to: tests send
 # nothing beyond loopback.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm")
 
-from load.litellm_router import failover_models, make_router, send, slow_models  # noqa: E402
+from load.litellm_router import (  # noqa: E402
+    failover_models,
+    make_router,
+    quick_recovery,
+    send,
+    slow_models,
+)
 from serve.litellm_strategy import RippleRoutingStrategy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def client(ray_session, namespace) -> Iterator[RippleClient]:
     # Ejections short enough for a test: LiteLLM's cool-down logic is Ripple's core's now.
-    shard = ShardConfig(ejection_base_s=1.5, eject_after_failures=3, outcome_half_life_s=1.0)
+    shard = quick_recovery()
     c = actors.deploy(ServiceConfig(namespace=namespace, num_shards=2, num_routers=1, shard=shard))
     yield c
     actors.teardown(namespace)
@@ -42,10 +48,7 @@ def test_traffic_leaves_a_failing_deployment_and_returns_after_it_recovers(
     # calls wait for a slot on a or b (wait_s). Without a limit the mock deployments run any
     # number of calls in the same time, and Ripple, having measured that, may give one of
     # them every call: nothing would then depend on c coming back.
-    models = [
-        {**m, "litellm_params": {**m["litellm_params"], "max_parallel_requests": 2}}
-        for m in failover_models()
-    ]
+    models = failover_models(max_parallel_requests=2)
     router = make_router(models, None)
     strategy = RippleRoutingStrategy.attach(router, connect_async(namespace), seed=1, wait_s=5.0)
     # LiteLLM reports an outcome after the caller has its answer: each caller waits for
